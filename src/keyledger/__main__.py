@@ -1,0 +1,3 @@
+from keyledger.bootstrap import main
+
+main()

@@ -1,0 +1,62 @@
+"""Configuration: environment variables prefixed ``KEYLEDGER_`` over an optional ``keyledger.toml``.
+
+The file is looked up at ``KEYLEDGER_CONFIG`` (default ``./keyledger.toml``); environment variables win.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keyledger.core.errors import Invalid
+
+DEFAULT_CONFIG_PATH = "keyledger.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYLEDGER_", extra="ignore")
+
+    database_url: str = "sqlite:///keyledger.db"
+    # Key(s) that encrypt secrets at rest; see keyledger.core.crypto. Never logged.
+    secret_key: SecretStr | None = None
+    config_path: str = Field(default=DEFAULT_CONFIG_PATH, validation_alias="KEYLEDGER_CONFIG")
+    webhook_allow_private_networks: bool = False
+    # Usage sync
+    sync_lookback_seconds: int = 3 * 24 * 3600
+    sync_settle_seconds: int = 120
+    sync_window_days: int = 7
+    sync_page_limit: int = 1000
+    sync_lease_seconds: int = 300
+    provider_timeout_seconds: float = 30.0  # float-ok: a timeout, not money
+    provider_max_retries: int = 6
+    # Operator identity, printed on invoices.
+    operator_name: str = "Example Voice Co."
+    operator_address: str = ""
+    operator_logo_path: str | None = None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the config file (if present) overlaid by the environment and explicit overrides."""
+    path = Path(overrides.get("config_path") or os.environ.get("KEYLEDGER_CONFIG", DEFAULT_CONFIG_PATH))
+    file_values: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise Invalid(f"{path}: not valid TOML ({exc})") from None
+        file_values = file_values.get("keyledger", file_values)
+    env_names = {k[len("KEYLEDGER_"):].lower() for k in os.environ if k.startswith("KEYLEDGER_")}
+    init = {k: v for k, v in file_values.items() if k not in env_names}
+    init.update({k: v for k, v in overrides.items() if v is not None})
+    init["config_path"] = str(path)
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise Invalid(f"configuration {field}: {first['msg']}") from None
