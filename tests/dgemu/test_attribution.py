@@ -1,0 +1,284 @@
+"""Attribution: every data-plane call becomes a request record carrying the caller's key id, the right
+quantity and the right cost; the billing breakdown sums to exactly the records.
+
+Expectations are computed here, independently of dgemu's code, from its shipped price file
+(``src/dgemu/data/prices.json``) and the audio this test generates, in Decimal:
+``usd = price × quantity`` quantized to 10 places half-even (docs/dgemu.md), with quantity = billed
+minutes (``total_audio``/60) for STT and thousands of characters for TTS. JSON is parsed with
+``parse_float=Decimal`` so no float rounding hides a difference.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from . import spec
+from .audio import Audio, tone
+
+PRICE_FILE = Path(__file__).resolve().parents[2] / "src" / "dgemu" / "data" / "prices.json"
+TEN_PLACES = Decimal("1E-10")
+
+
+@dataclass(frozen=True)
+class Price:
+    line_item: str
+    unit: str
+    price: Decimal
+
+
+def price_rows() -> list[dict]:
+    return json.loads(PRICE_FILE.read_text(), parse_float=Decimal)["items"]
+
+
+def price_for(endpoint: str, method: str, model: str) -> Price:
+    """The row whose family is the longest prefix of the model name (docs/dgemu.md, line items)."""
+    rows = [r for r in price_rows() if r["endpoint"] == endpoint and r["method"] == method
+            and (model == r["family"] or model.startswith(r["family"] + "-"))]
+    assert rows, f"no price for {endpoint} {method} {model}"
+    row = max(rows, key=lambda r: len(r["family"]))
+    return Price(row["line_item"], row["unit"], Decimal(str(row["price"])))
+
+
+def usd(p: Price, *, seconds: Decimal = Decimal(0), characters: int = 0) -> Decimal:
+    if p.unit == "minute":
+        value = p.price * seconds / 60
+    elif p.unit == "1k_characters":
+        value = p.price * characters / 1000
+    else:
+        raise AssertionError(p.unit)
+    return value.quantize(TEN_PLACES, rounding=ROUND_HALF_EVEN)
+
+
+def dec_json(resp: httpx.Response):
+    assert resp.status_code == 200, f"{resp.request.url} → {resp.status_code}: {resp.text[:500]}"
+    return json.loads(resp.content, parse_float=Decimal)
+
+
+@dataclass
+class Expected:
+    request_id: str
+    api_key_id: str
+    line_item: str
+    usd: Decimal
+    duration: Decimal | None = None
+    total_audio: Decimal | None = None
+    channels: int | None = None
+    characters: int | None = None
+    tags: list[str] | None = None
+    method: str | None = None
+    path: str | None = None
+
+
+# --------------------------------------------------------------------------- data-plane calls
+
+
+def listen_rest(dg, key: str, audio: Audio, *, model: str = "nova-3", multichannel: bool | None = None,
+                tags: list[str] | None = None, scheme: str = "Token") -> str:
+    params: list[tuple[str, str]] = [("model", model)]
+    if multichannel is not None:
+        params.append(("multichannel", str(multichannel).lower()))
+    params += [("tag", t) for t in tags or []]
+    resp = httpx.post(f"{dg.base_url}/v1/listen", params=params, content=audio.wav(), timeout=30,
+                      headers={"Authorization": f"{scheme} {key}", "Content-Type": "audio/wav"})
+    body = spec.check_ok(resp, "/v1/listen")
+    assert Decimal(str(body["metadata"]["duration"])) == audio.duration
+    return body["metadata"]["request_id"]
+
+
+def speak_rest(dg, key: str, text: str, *, model: str = "aura-2-thalia-en", scheme: str = "Token") -> str:
+    resp = httpx.post(f"{dg.base_url}/v1/speak", params={"model": model}, json={"text": text}, timeout=30,
+                      headers={"Authorization": f"{scheme} {key}"})
+    assert resp.status_code == 200, resp.text[:500]
+    assert resp.content and resp.headers["content-type"].startswith("audio/")
+    return resp.headers["dg-request-id"]
+
+
+def listen_ws(dg, key: str, audio: Audio, *, multichannel: bool = False, keepalives: int = 2,
+              scheme: str = "Token") -> str:
+    query = (f"model=nova-3&encoding=linear16&sample_rate={audio.sample_rate}&channels={audio.channels}"
+             f"&multichannel={str(multichannel).lower()}")
+    auth = {"Authorization": f"{scheme} {key}"}
+    with ws_connect(f"{dg.ws_url}/v1/listen?{query}", additional_headers=auth) as ws:
+        chunks = audio.chunks(0.25)
+        half = len(chunks) // 2
+        for c in chunks[:half]:
+            ws.send(c)
+        for _ in range(keepalives):  # idle time with KeepAlive is not billed
+            ws.send('{"type":"KeepAlive"}')
+            time.sleep(0.2)
+        for c in chunks[half:]:
+            ws.send(c)
+        ws.send('{"type":"CloseStream"}')
+        messages = [json.loads(m) for m in ws]
+    md = messages[-1]
+    assert md["type"] == "Metadata", messages
+    assert Decimal(str(md["duration"])) == audio.duration and md["channels"] == audio.channels
+    return md["request_id"]
+
+
+# --------------------------------------------------------------------------- the test
+
+
+@pytest.fixture
+def owner(dgemu):
+    with dgemu.client() as c:
+        yield c
+
+
+def test_every_data_plane_call_is_attributed_and_priced(dgemu, owner) -> None:
+    pid = dgemu.project_id
+    a = spec.create_key(owner, pid, ["usage:write"])
+    b = spec.create_key(owner, pid, ["usage:write"])
+    c = spec.create_key(owner, pid, ["member"])
+    with dgemu.client(c["key"]) as cc:
+        token = spec.check_ok(cc.post("/v1/auth/grant", json={"ttl_seconds": 300}))["access_token"]
+    sync3, stream3 = price_for("listen", "sync", "nova-3"), price_for("listen", "streaming", "nova-3")
+    tts = price_for("speak", "sync", "aura-2-thalia-en")
+    items = (sync3.line_item, stream3.line_item, tts.line_item)
+    assert items == ("sync::nova-3", "streaming::nova-3", "sync::aura-2")
+    expected: list[Expected] = []
+
+    mono = tone("2.5")
+    rid = listen_rest(dgemu, a["key"], mono, tags=["alpha", "beta"])
+    expected.append(Expected(rid, a["api_key_id"], "sync::nova-3", usd(sync3, seconds=mono.duration),
+                             mono.duration, mono.duration, 1, tags=["alpha", "beta"], method="sync",
+                             path="/v1/listen"))
+
+    stereo = tone("3.1", channels=2)
+    rid = listen_rest(dgemu, b["key"], stereo, multichannel=True)
+    expected.append(Expected(rid, b["api_key_id"], "sync::nova-3", usd(sync3, seconds=2 * stereo.duration),
+                             stereo.duration, 2 * stereo.duration, 2, method="sync"))
+
+    rid = listen_rest(dgemu, b["key"], stereo, multichannel=False)  # not multichannel: billed once
+    expected.append(Expected(rid, b["api_key_id"], "sync::nova-3", usd(sync3, seconds=stereo.duration),
+                             stereo.duration, stereo.duration))
+
+    medical = tone("1.75")
+    rid = listen_rest(dgemu, a["key"], medical, model="nova-3-medical")  # family nova-3 (docs/dgemu.md)
+    expected.append(Expected(rid, a["api_key_id"], "sync::nova-3", usd(sync3, seconds=medical.duration),
+                             medical.duration, medical.duration))
+
+    text = "Attribution test: the quick brown fox jumps over the lazy dog."
+    rid = speak_rest(dgemu, a["key"], text)
+    expected.append(Expected(rid, a["api_key_id"], "sync::aura-2", usd(tts, characters=len(text)),
+                             total_audio=Decimal(0), characters=len(text), method="sync", path="/v1/speak"))
+
+    live = tone("1.5")
+    rid = listen_ws(dgemu, b["key"], live)
+    expected.append(Expected(rid, b["api_key_id"], "streaming::nova-3", usd(stream3, seconds=live.duration),
+                             live.duration, live.duration, 1, method="streaming", path="/v1/listen"))
+
+    live2 = tone("1", channels=2)
+    rid = listen_ws(dgemu, a["key"], live2, multichannel=True)
+    expected.append(Expected(rid, a["api_key_id"], "streaming::nova-3",
+                             usd(stream3, seconds=2 * live2.duration), live2.duration, 2 * live2.duration, 2,
+                             method="streaming"))
+
+    # a grant token's usage belongs to the key that minted it
+    tok_audio = tone("1.25")
+    rid = listen_rest(dgemu, token, tok_audio, scheme="Bearer")
+    expected.append(Expected(rid, c["api_key_id"], "sync::nova-3", usd(sync3, seconds=tok_audio.duration),
+                             tok_audio.duration, tok_audio.duration, 1))
+    rid = speak_rest(dgemu, token, "token speech", scheme="bearer")
+    expected.append(Expected(rid, c["api_key_id"], "sync::aura-2", usd(tts, characters=len("token speech")),
+                             characters=len("token speech")))
+    tok_live = tone("0.75")
+    rid = listen_ws(dgemu, token, tok_live, scheme="Bearer")
+    expected.append(Expected(rid, c["api_key_id"], "streaming::nova-3",
+                             usd(stream3, seconds=tok_live.duration),
+                             tok_live.duration, tok_live.duration))
+
+    assert len({e.request_id for e in expected}) == len(expected), "request ids must be unique"
+
+    # ---- each record
+    problems = []
+    for e in expected:
+        rec = dec_json(owner.get(f"/v1/projects/{pid}/requests/{e.request_id}"))["request"]
+        d = rec["response"]["details"]
+        checks = {
+            "api_key_id": (rec["api_key_id"], e.api_key_id),
+            "usd": (d.get("usd"), e.usd),
+            "code": (rec.get("code"), 200),
+            "project_uuid": (rec.get("project_uuid"), pid),
+        }
+        if e.duration is not None:
+            checks["duration"] = (d.get("duration"), e.duration)
+        if e.total_audio is not None:
+            checks["total_audio"] = (d.get("total_audio"), e.total_audio)
+        if e.channels is not None:
+            checks["channels"] = (d.get("channels"), e.channels)
+        if e.characters is not None:
+            checks["characters"] = (d.get("characters"), e.characters)
+        if e.tags is not None:
+            checks["tags"] = (d.get("tags"), e.tags)
+        if e.method is not None:
+            checks["method"] = (d.get("method"), e.method)
+        if e.path is not None:
+            checks["path"] = (rec.get("path"), e.path)
+        for name, (got, want) in checks.items():
+            if got != want:
+                problems.append(f"{e.line_item} {e.request_id}: {name} = {got!r}, expected {want!r}")
+    assert not problems, "\n".join(problems)
+
+    # ---- the log per accessor
+    for key in (a, b, c):
+        page = dec_json(owner.get(f"/v1/projects/{pid}/requests",
+                                  params={"accessor": key["api_key_id"], "limit": 1000}))
+        assert {r["request_id"] for r in page["requests"]} == {
+            e.request_id for e in expected if e.api_key_id == key["api_key_id"]}
+
+    # ---- billing breakdown grouped by accessor + line item sums to exactly the records
+    today = str(dt.datetime.now(dt.UTC).date())
+    bill = dec_json(owner.get(f"/v1/projects/{pid}/billing/breakdown",
+                              params=[("start", today), ("end", today), ("grouping", "accessor"),
+                                      ("grouping", "line_item")]))
+    spec.assert_valid(spec.response_validator("GET", "/v1/projects/{project_id}/billing/breakdown"),
+                      json.loads(json.dumps(bill, default=float)), "billing breakdown")
+    got = {(r["grouping"]["accessor"], r["grouping"]["line_item"]): r["dollars"] for r in bill["results"]}
+    want: dict[tuple[str, str], Decimal] = {}
+    for e in expected:
+        want[(e.api_key_id, e.line_item)] = want.get((e.api_key_id, e.line_item), Decimal(0)) + e.usd
+    assert got == want
+    assert sum(got.values()) == sum(e.usd for e in expected)
+
+    # ---- and ungrouped, the day's total
+    day = {"start": today, "end": today}
+    total = dec_json(owner.get(f"/v1/projects/{pid}/billing/breakdown", params=day))
+    assert sum(r["dollars"] for r in total["results"]) == sum(e.usd for e in expected)
+
+
+def test_injected_records_are_priced_like_live_ones(dgemu, owner) -> None:
+    """Bulk injection creates records "exactly as the data plane would" (PRODUCT §11): cost from the table."""
+    pid = dgemu.project_id
+    k = spec.create_key(owner, pid, ["usage:write"])
+    when = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(microsecond=123456)
+    rows = [
+        ("listen", "sync", "nova-3", {"duration_seconds": 42.5}),
+        ("listen", "streaming", "nova-2", {"duration_seconds": 3601}),
+        ("speak", "sync", "aura-2-andromeda-en", {"characters": 1999}),
+        ("listen", "async", "nova-3-medical", {"duration_seconds": 0.5}),
+    ]
+    records = [{"api_key_id": k["api_key_id"], "created": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "endpoint": ep, "method": m, "model": model,
+                "request_id": f"00000000-0000-4000-8000-00000000000{i}",
+                **q} for i, (ep, m, model, q) in enumerate(rows)]
+    spec.inject(owner, pid, records)
+    for rec_in in records:
+        p = price_for(rec_in["endpoint"], rec_in["method"], rec_in["model"])
+        if "characters" in rec_in:
+            want = usd(p, characters=rec_in["characters"])
+        else:
+            want = usd(p, seconds=Decimal(str(rec_in["duration_seconds"])))
+        rec = dec_json(owner.get(f"/v1/projects/{pid}/requests/{rec_in['request_id']}"))["request"]
+        assert rec["api_key_id"] == k["api_key_id"]
+        assert rec["created"] == when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert rec["response"]["details"]["usd"] == want, (rec_in, rec)
