@@ -1,0 +1,183 @@
+"""Benchmark of dgemu: a filtered page of the request log at 10k and at 1M stored records, and the
+bulk-injection rate.
+
+    python bench/emulator.py            # 10k vs 1M records
+    BENCH_QUICK=1 python bench/emulator.py   # 10k vs 100k
+
+Starts its own dgemu (``python -m dgemu serve``) on a free port and prints one JSON object per line:
+``{"bench": "emulator", "metric", "value", "unit", "baseline", "ratio"}``.
+
+The query is ``GET /v1/projects/{pid}/requests?accessor=X&start=…&end=…&limit=1000&page=3``: a "hot"
+key X has a fixed 5,000 records inside the queried window, and the rest of the store is filler spread
+over 80 days and 50 keys (X among them), so the page has the same content at both sizes and only the
+amount of data around it grows. An indexed store answers in about the same time (target ratio ≤ 1.5);
+a scan grows with the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+PROJECT_ID = "c0ffee00-0000-4000-8000-0000000000be"
+OWNER_KEY = "dgemu_owner_bench_" + "0" * 22
+BATCH = 10_000
+HOT = 5_000
+KEYS = 50
+CALLS = int(os.environ.get("BENCH_CALLS", "21"))
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+SMALL = 10_000
+LARGE = 100_000 if QUICK else 1_000_000
+TARGET_RATIO = 1.5
+
+
+def emit(metric: str, value: float, unit: str, baseline: float | None = None) -> None:
+    ratio = round(value / baseline, 3) if baseline else None
+    line = {"bench": "emulator", "metric": metric, "value": round(value, 3), "unit": unit,
+            "baseline": None if baseline is None else round(baseline, 3), "ratio": ratio}
+    print(json.dumps(line), flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start() -> tuple[subprocess.Popen, str, Path]:
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="dgemu-bench-", suffix=".log")[1])
+    cmd = [sys.executable, "-m", "dgemu", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--project-id", PROJECT_ID, "--owner-key", OWNER_KEY]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"dgemu exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}/_emulator/health", timeout=1).status_code == 200:
+                return proc, base, log
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("dgemu did not start within 30 s")
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Bench:
+    def __init__(self, base: str):
+        self.c = httpx.Client(base_url=base, headers={"Authorization": f"Token {OWNER_KEY}"}, timeout=300)
+        self.rng = random.Random(42)
+        self.now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self.window_start = (self.now - dt.timedelta(days=10)).replace(hour=0, minute=0, second=0)
+        self.window_end = self.window_start + dt.timedelta(hours=23, minutes=59, seconds=59)
+        self.keys = [self.create_key(i) for i in range(KEYS)]
+        self.hot = self.keys[0]
+        self.stored = 0
+        self.inject_seconds = 0.0
+        self.injected = 0
+
+    def create_key(self, i: int) -> str:
+        body = {"comment": f"bench {i}", "scopes": ["usage:write"]}
+        r = self.c.post(f"/v1/projects/{PROJECT_ID}/keys", json=body)
+        r.raise_for_status()
+        return r.json()["api_key_id"]
+
+    def record(self, key: str, created: dt.datetime) -> dict:
+        kind = self.rng.random()
+        base = {"api_key_id": key, "created": iso(created), "request_id": str(uuid.uuid4())}
+        if kind < 0.6:
+            return {**base, "endpoint": "listen", "method": "sync", "model": "nova-3",
+                    "duration_seconds": self.rng.randint(1, 600)}
+        if kind < 0.9:
+            return {**base, "endpoint": "listen", "method": "streaming", "model": "nova-3",
+                    "duration_seconds": self.rng.randint(1, 900)}
+        return {**base, "endpoint": "speak", "method": "sync", "model": "aura-2-thalia-en",
+                "characters": self.rng.randint(10, 2000)}
+
+    def post(self, records: list[dict]) -> None:
+        body = json.dumps({"requests": records}).encode()
+        t0 = time.perf_counter()
+        r = self.c.post(f"/_emulator/projects/{PROJECT_ID}/requests", content=body,
+                        headers={"Content-Type": "application/json"})
+        self.inject_seconds += time.perf_counter() - t0
+        r.raise_for_status()
+        assert r.json() == {"created": len(records)}, r.text[:300]
+        self.injected += len(records)
+        self.stored += len(records)
+
+    def hot_records(self) -> None:
+        span = (self.window_end - self.window_start).total_seconds()
+        records = [self.record(self.hot, self.window_start + dt.timedelta(seconds=self.rng.random() * span))
+                   for _ in range(HOT)]
+        self.post(records)
+
+    def fill_to(self, total: int) -> None:
+        while self.stored < total:
+            n = min(BATCH, total - self.stored)
+            records = []
+            for _ in range(n):
+                created = self.now - dt.timedelta(seconds=self.rng.random() * 80 * 86400)
+                records.append(self.record(self.rng.choice(self.keys), created))
+            self.post(records)
+
+    def page_latency(self) -> float:
+        params = {"accessor": self.hot, "start": iso(self.window_start), "end": iso(self.window_end),
+                  "limit": 1000, "page": 3}
+        times = []
+        for i in range(CALLS + 1):
+            t0 = time.perf_counter()
+            r = self.c.get(f"/v1/projects/{PROJECT_ID}/requests", params=params)
+            elapsed = time.perf_counter() - t0
+            r.raise_for_status()
+            got = r.json()["requests"]
+            assert len(got) == 1000, f"page 3 should be full, got {len(got)}"
+            assert all(x["api_key_id"] == self.hot for x in got)
+            if i:  # the first call warms up
+                times.append(elapsed)
+        return statistics.median(times) * 1000
+
+
+def main() -> None:
+    proc, base, log = start()
+    try:
+        b = Bench(base)
+        b.hot_records()
+        b.fill_to(SMALL)
+        small = b.page_latency()
+        emit(f"requests_page_latency_{SMALL // 1000}k", small, "ms")
+        b.fill_to(LARGE)
+        large = b.page_latency()
+        label = f"{LARGE // 1_000_000}m" if LARGE >= 1_000_000 else f"{LARGE // 1000}k"
+        emit(f"requests_page_latency_{label}", large, "ms", baseline=small)
+        emit("bulk_inject_rate", b.injected / b.inject_seconds, "records/s")
+        if large / small > TARGET_RATIO:
+            print(f"# ratio {large / small:.2f} exceeds the target {TARGET_RATIO}", file=sys.stderr)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
