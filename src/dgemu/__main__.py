@@ -1,0 +1,3 @@
+from dgemu.cli import main
+
+main()
