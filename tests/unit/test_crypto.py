@@ -86,7 +86,9 @@ def test_error_messages_never_contain_key_material():
     assert K1 not in str(err.value) and K2 not in str(err.value) and "dg-secret" not in str(err.value)
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "not-base64!!", base64.urlsafe_b64encode(b"short").decode(), f"{K1},xyz"])
+@pytest.mark.parametrize(
+    "bad", ["", "   ", "not-base64!!", base64.urlsafe_b64encode(b"short").decode(), f"{K1},xyz"]
+)
 def test_bad_key_configuration_is_a_clear_error(bad):
     with pytest.raises(Invalid) as err:
         Keyring.parse(bad)
