@@ -105,6 +105,10 @@ class Provider(Protocol):
         """Delete a key; deleting a key that is already gone is not an error."""
         ...
 
+    def use_line_items(self, names: list[str]) -> None:
+        """The billing line-item names (from ``line_item_labels``) that request records map onto."""
+        ...
+
     def list_requests(self, *, start: datetime, end: datetime, page: int, limit: int) -> RequestsPage:
         """One page of the request log between start and end, newest first (0-based page)."""
         ...

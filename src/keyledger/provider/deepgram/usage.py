@@ -1,9 +1,263 @@
-"""The request log and the billing breakdown, parsed from the raw JSON with exact decimals."""
+"""The request log and the billing breakdown, parsed from the raw JSON with exact decimals.
+
+Wire choices follow ``docs/dgemu.md`` (the written contract), not any emulator's code:
+
+- ``created`` is ISO 8601 (``Z`` or an offset, fractional seconds allowed);
+- listen and agent are billed in minutes = ``details.total_audio`` / 60 (seconds → minutes; the quotient
+  is kept to 10 decimal places, half-even, as the ledger's quantity columns store it); speak in
+  characters (``details.characters``); read in tokens (``details.tokens_in + details.tokens_out``);
+- the cost is ``details.usd`` (exact); a failed request (code ≥ 400) has quantity 0 and costs its
+  ``usd`` if one is given, else 0;
+- the line item is ``<method>::<family>`` where the family is the longest family named by
+  ``billing/fields`` that prefixes the model, else ``<method>::<model>``.
+
+Missing or extra fields are tolerated: a record is never dropped for a field it lacks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+
+from keyledger.core.errors import ProviderError
 from keyledger.provider.deepgram.http import DeepgramHTTP
+from keyledger.provider.port import BillingRow, RequestsPage, UsageRecord
+
+_ZERO = Decimal(0)
+_SIXTY = Decimal(60)
+QUANTITY_QUANTUM = Decimal(1).scaleb(-10)
+
+_ENDPOINTS = (
+    ("/v1/listen", "listen"),
+    ("/v2/listen", "listen"),
+    ("/v1/speak", "speak"),
+    ("/v2/speak", "speak"),
+    ("/v1/read", "read"),
+    ("/v1/agent", "agent"),
+    ("/agent", "agent"),
+)
+_UNITS = {"listen": "minute", "agent": "minute", "speak": "character", "read": "token"}
+
+
+def format_instant(value: datetime) -> str:
+    """A UTC instant as the request log's filters take it: ``2026-11-01T12:00:00.123456Z``."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_instant(value: Any) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"not a timestamp: {value!r}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)  # the API's convention: no zone means UTC
+    return parsed.astimezone(UTC)
+
+
+def _dec(value: Any) -> Decimal:
+    """A JSON number (already Decimal or int from loads_exact) or numeric string as Decimal; else 0."""
+    if value is None or isinstance(value, bool):
+        return _ZERO
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else _ZERO
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            return _ZERO
+        return result if result.is_finite() else _ZERO
+    if isinstance(value, float):  # float-ok: only reached when a caller parsed JSON without loads_exact
+        return Decimal(repr(value))
+    return _ZERO
+
+
+def endpoint_of(path: Any) -> str:
+    if isinstance(path, str):
+        p = path.split("?", 1)[0].rstrip("/")
+        for prefix, name in _ENDPOINTS:
+            if p == prefix or p.startswith(prefix + "/"):
+                return name
+        if "agent" in p:
+            return "agent"
+    return "other"
+
+
+class LineItemResolver:
+    """Maps (method, model) to a billing line item using the families named by ``billing/fields``."""
+
+    def __init__(self, line_item_names: Iterable[str] = ()) -> None:
+        families = {name.split("::", 1)[1] for name in line_item_names if "::" in name}
+        # Longest first so the first prefix match is the longest.
+        self._families = sorted((f for f in families if f), key=len, reverse=True)
+        self._cache: dict[tuple[str, str], str] = {}
+
+    def __call__(self, method: str, model: str) -> str:
+        key = (method, model)
+        found = self._cache.get(key)
+        if found is None:
+            family = next((f for f in self._families if model.startswith(f)), model)
+            found = self._cache[key] = f"{method}::{family}"
+        return found
+
+
+def parse_request(raw: dict[str, Any], resolve: LineItemResolver) -> UsageRecord:
+    """One request-log record → UsageRecord. Raises ValueError only when the record has no id or time."""
+    request_id = raw.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise ValueError("request record without request_id")
+    created = parse_instant(raw.get("created"))
+    response = raw.get("response")
+    if not isinstance(response, dict):
+        response = {}
+    details = response.get("details")
+    if not isinstance(details, dict):
+        details = {}
+    code = raw.get("code", response.get("code"))
+    try:
+        code = int(code) if code is not None else None
+    except (TypeError, ValueError):
+        code = None
+    endpoint = endpoint_of(raw.get("path"))
+    method = details.get("method")
+    if not isinstance(method, str) or not method:
+        method = "streaming" if endpoint == "agent" else "sync"
+    models = details.get("models")
+    if isinstance(models, list) and models and isinstance(models[0], str):
+        model = models[0]
+    elif isinstance(details.get("model"), str) and details["model"]:
+        model = details["model"]
+    else:
+        model = "unknown"
+    unit = _UNITS.get(endpoint, "request")
+    if code is not None and code >= 400:
+        quantity = _ZERO
+    elif endpoint in ("listen", "agent"):
+        quantity = (_dec(details.get("total_audio")) / _SIXTY).quantize(QUANTITY_QUANTUM, ROUND_HALF_EVEN)
+    elif endpoint == "speak":
+        quantity = _dec(details.get("characters"))
+    elif endpoint == "read":
+        quantity = _dec(details.get("tokens_in")) + _dec(details.get("tokens_out"))
+    else:
+        quantity = Decimal(1)
+    tags = details.get("tags")
+    tags = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+    api_key_id = raw.get("api_key_id") or raw.get("accessor") or ""
+    return UsageRecord(
+        request_id=request_id,
+        api_key_id=str(api_key_id),
+        created=created,
+        endpoint=endpoint,
+        method=method,
+        model=model,
+        line_item=resolve(method, model),
+        unit=unit,
+        quantity=quantity,
+        cost_usd=_dec(details.get("usd")),
+        code=code,
+        tags=tags,
+    )
+
+
+def parse_requests_page(body: Any, resolve: LineItemResolver, *, page: int, limit: int) -> RequestsPage:
+    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+        raise ProviderError("Deepgram request log: unexpected response (no 'requests' list)")
+    raw_items = body["requests"]
+    records = []
+    for raw in raw_items:
+        if not isinstance(raw, dict):
+            continue
+        try:
+            records.append(parse_request(raw, resolve))
+        except ValueError as exc:
+            raise ProviderError(f"Deepgram request log: unreadable record ({exc})") from None
+    return RequestsPage(records=records, page=page, limit=limit, returned=len(raw_items))
+
+
+def parse_billing_breakdown(body: Any) -> list[BillingRow]:
+    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+        raise ProviderError("Deepgram billing breakdown: unexpected response (no 'results' list)")
+    rows = []
+    for item in body["results"]:
+        if not isinstance(item, dict):
+            continue
+        grouping = item.get("grouping") if isinstance(item.get("grouping"), dict) else {}
+        start = grouping.get("start") or body.get("start")
+        end = grouping.get("end") or start
+        try:
+            start_d, end_d = date.fromisoformat(str(start)[:10]), date.fromisoformat(str(end)[:10])
+        except ValueError:
+            raise ProviderError(f"Deepgram billing breakdown: bad date {start!r}") from None
+        rows.append(
+            BillingRow(
+                start=start_d,
+                end=end_d,
+                accessor=grouping.get("accessor"),
+                line_item=grouping.get("line_item"),
+                dollars=_dec(item.get("dollars")),
+            )
+        )
+    return rows
 
 
 class UsageAPI:
     http: DeepgramHTTP
+    _line_items: LineItemResolver | None = None
+
+    def line_item_labels(self, *, start: date, end: date) -> dict[str, str]:
+        body = self.http.request(
+            "GET",
+            f"{self.http.project_path}/billing/fields",
+            params={"start": start.isoformat(), "end": end.isoformat()},
+        )
+        items = body.get("line_items") if isinstance(body, dict) else None
+        if not isinstance(items, dict):
+            return {}
+        return {str(k): str(v) for k, v in items.items()}
+
+    def use_line_items(self, names: Iterable[str]) -> None:
+        """Set the line-item names that request records are mapped onto (from ``line_item_labels``)."""
+        self._line_items = LineItemResolver(names)
+
+    def _resolver(self) -> LineItemResolver:
+        if self._line_items is None:
+            self._line_items = LineItemResolver()
+        return self._line_items
+
+    def list_requests(self, *, start: datetime, end: datetime, page: int, limit: int) -> RequestsPage:
+        body = self.http.request(
+            "GET",
+            f"{self.http.project_path}/requests",
+            params={"start": format_instant(start), "end": format_instant(end), "limit": limit, "page": page},
+        )
+        return parse_requests_page(body, self._resolver(), page=page, limit=limit)
+
+    def iter_requests(self, *, start: datetime, end: datetime, limit: int) -> Iterator[RequestsPage]:
+        """Every page between start and end (inclusive), newest first, until a short page."""
+        page = 0
+        while True:
+            result = self.list_requests(start=start, end=end, page=page, limit=limit)
+            yield result
+            if result.returned < limit:
+                return
+            page += 1
+
+    def billing_breakdown(self, *, start: date, end: date) -> list[BillingRow]:
+        body = self.http.request(
+            "GET",
+            f"{self.http.project_path}/billing/breakdown",
+            params=[
+                ("start", start.isoformat()),
+                ("end", end.isoformat()),
+                ("grouping", "accessor"),
+                ("grouping", "line_item"),
+            ],
+        )
+        return parse_billing_breakdown(body)

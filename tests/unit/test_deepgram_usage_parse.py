@@ -1,0 +1,137 @@
+"""Parsing Deepgram's request log and billing breakdown from raw JSON, per docs/dgemu.md's wire choices."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from keyledger.core.errors import ProviderError
+from keyledger.core.money import loads_exact
+from keyledger.provider.deepgram.usage import (
+    LineItemResolver,
+    endpoint_of,
+    format_instant,
+    parse_billing_breakdown,
+    parse_request,
+    parse_requests_page,
+)
+
+NAMES = ["streaming::nova-3", "sync::nova-3", "sync::nova-3-medical", "sync::aura-2", "sync::nova-2"]
+
+
+def test_listen_minutes_are_total_audio_over_sixty_exactly():
+    raw = loads_exact(
+        '{"request_id":"r1","created":"2026-11-01T12:00:00.123456Z","path":"/v1/listen","api_key_id":"k",'
+        '"code":200,"response":{"details":{"usd":0.0043000001,"duration":30,"total_audio":90.0,'
+        '"channels":3,"models":["nova-3-medical"],"method":"sync","tags":["a"]}}}'
+    )
+    r = parse_request(raw, LineItemResolver(NAMES))
+    assert r.endpoint == "listen" and r.method == "sync" and r.unit == "minute"
+    assert r.quantity == Decimal("1.5")
+    assert isinstance(r.cost_usd, Decimal) and r.cost_usd == Decimal("0.0043000001")
+    assert r.line_item == "sync::nova-3-medical"  # priced itself: the longest family wins
+    assert r.created == datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert r.tags == ("a",) and r.code == 200
+
+
+def test_minutes_keep_ten_places():
+    raw = loads_exact(
+        '{"request_id":"r1","created":"2026-11-01T12:00:00Z","path":"/v1/listen","api_key_id":"k",'
+        '"code":200,"response":{"details":{"usd":0.01,"total_audio":1,"models":["nova-3"],"method":"sync"}}}'
+    )
+    assert parse_request(raw, LineItemResolver(NAMES)).quantity == Decimal("0.0166666667")
+
+
+def test_family_is_longest_prefix_else_model():
+    resolve = LineItemResolver(NAMES)
+    assert resolve("streaming", "nova-3-general") == "streaming::nova-3"
+    assert resolve("async", "nova-2-phonecall") == "async::nova-2"
+    assert resolve("sync", "whisper-large") == "sync::whisper-large"
+    assert LineItemResolver()("sync", "nova-3") == "sync::nova-3"
+
+
+def test_speak_read_agent_units():
+    resolve = LineItemResolver(NAMES)
+    speak = loads_exact(
+        '{"request_id":"s","created":"2026-11-01T00:00:00Z","path":"/v1/speak","api_key_id":"k","code":200,'
+        '"response":{"details":{"usd":0.0009,"characters":30,"duration":2.1,"total_audio":0,'
+        '"models":["aura-2-thalia-en"],"method":"sync"}}}'
+    )
+    r = parse_request(speak, resolve)
+    assert (r.endpoint, r.unit, r.quantity, r.line_item) == ("speak", "character", 30, "sync::aura-2")
+    read = loads_exact(
+        '{"request_id":"t","created":"2026-11-01T00:00:00Z","path":"/v1/read","api_key_id":"k","code":200,'
+        '"response":{"details":{"usd":0.001,"tokens_in":100,"tokens_out":25,"models":["read"]}}}'
+    )
+    r = parse_request(read, resolve)
+    assert (r.endpoint, r.unit, r.quantity, r.method) == ("read", "token", 125, "sync")
+    agent = loads_exact(
+        '{"request_id":"u","created":"2026-11-01T00:00:00+02:00","path":"/v1/agent/converse","api_key_id":"k",'
+        '"code":200,"response":{"details":{"usd":0.08,"total_audio":120,"models":["voice-agent"],'
+        '"method":"streaming"}}}'
+    )
+    r = parse_request(agent, resolve)
+    assert (r.endpoint, r.unit, r.quantity) == ("agent", "minute", 2)
+    assert r.created == datetime(2026, 10, 31, 22, 0, tzinfo=UTC)
+
+
+def test_failed_request_has_no_quantity_and_its_usd_or_zero():
+    resolve = LineItemResolver(NAMES)
+    failed = loads_exact(
+        '{"request_id":"f","created":"2026-11-01T00:00:00Z","path":"/v1/listen","api_key_id":"k","code":400,'
+        '"response":{"code":400,"message":"corrupt audio"}}'
+    )
+    r = parse_request(failed, resolve)
+    assert r.quantity == 0 and r.cost_usd == 0 and r.code == 400 and r.model == "unknown"
+    failed_paid = loads_exact(
+        '{"request_id":"g","created":"2026-11-01T00:00:00Z","path":"/v1/listen","api_key_id":"k","code":500,'
+        '"response":{"details":{"usd":0.5,"total_audio":60,"models":["nova-3"],"method":"sync"}}}'
+    )
+    r = parse_request(failed_paid, resolve)
+    assert r.quantity == 0 and r.cost_usd == Decimal("0.5")
+
+
+def test_missing_and_extra_fields_are_tolerated():
+    raw = loads_exact('{"request_id":"x","created":"2026-11-01T00:00:00Z","surprise":{"a":1}}')
+    r = parse_request(raw, LineItemResolver())
+    assert r.endpoint == "other" and r.cost_usd == 0 and r.api_key_id == ""
+    with pytest.raises(ValueError):
+        parse_request({"created": "2026-11-01T00:00:00Z"}, LineItemResolver())
+
+
+def test_page_reports_items_on_the_wire_and_refuses_garbage():
+    body = loads_exact(
+        '{"page":0,"limit":2,"requests":[{"request_id":"a","created":"2026-11-01T00:00:00Z"}]}'
+    )
+    page = parse_requests_page(body, LineItemResolver(), page=0, limit=2)
+    assert page.returned == 1 and page.records[0].request_id == "a"
+    with pytest.raises(ProviderError):
+        parse_requests_page({"nope": []}, LineItemResolver(), page=0, limit=2)
+    with pytest.raises(ProviderError):
+        parse_requests_page(
+            {"requests": [{"request_id": "a", "created": "yesterday"}]}, LineItemResolver(), page=0, limit=2
+        )
+
+
+def test_billing_breakdown_exact_dollars():
+    body = loads_exact(
+        '{"start":"2026-11-01","end":"2026-11-30","resolution":{"units":"day","amount":1},"results":['
+        '{"dollars":0.1000000001,"grouping":{"start":"2026-11-02","end":"2026-11-02","accessor":"k1",'
+        '"line_item":"streaming::nova-3","deployment":null,"tags":null}},'
+        '{"dollars":3,"grouping":{"start":"2026-11-03","end":"2026-11-03","accessor":null,"line_item":null}}]}'
+    )
+    rows = parse_billing_breakdown(body)
+    assert rows[0].dollars == Decimal("0.1000000001") and rows[0].accessor == "k1"
+    assert rows[0].start == date(2026, 11, 2) and rows[0].line_item == "streaming::nova-3"
+    assert rows[1].dollars == Decimal(3) and rows[1].accessor is None
+
+
+def test_endpoints_and_instants():
+    assert endpoint_of("/v1/listen?model=nova-3") == "listen"
+    assert endpoint_of("/v2/listen") == "listen"
+    assert endpoint_of("/v1/speak") == "speak"
+    assert endpoint_of("/v1/agent/converse") == "agent"
+    assert endpoint_of("/v1/projects") == "other"
+    assert format_instant(datetime(2026, 11, 1, 12, tzinfo=UTC)) == "2026-11-01T12:00:00.000000Z"
