@@ -13,6 +13,9 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# Usage amounts: NUMERIC(28,10) on PostgreSQL, scaled 1e-10 integers on SQLite (db/tables_usage.py).
+EXACT = sa.Numeric(precision=28, scale=10).with_variant(sa.BigInteger(), 'sqlite')
+
 
 def upgrade() -> None:
     op.create_table('audit_log',
@@ -102,8 +105,8 @@ def upgrade() -> None:
     sa.Column('line_item', sa.String(length=120), nullable=False),
     sa.Column('customer_id', sa.String(length=40), nullable=True),
     sa.Column('unit', sa.String(length=16), nullable=False),
-    sa.Column('quantity', sa.Numeric(precision=28, scale=10), nullable=False),
-    sa.Column('cost_usd', sa.Numeric(precision=28, scale=10), nullable=False),
+    sa.Column('quantity', EXACT, nullable=False),
+    sa.Column('cost_usd', EXACT, nullable=False),
     sa.Column('requests', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('connection_id', 'api_key_id', 'day', 'line_item', name=op.f('pk_usage_daily'))
     )
@@ -124,11 +127,12 @@ def upgrade() -> None:
     sa.Column('model', sa.String(length=100), nullable=False),
     sa.Column('line_item', sa.String(length=120), nullable=False),
     sa.Column('unit', sa.String(length=16), nullable=False),
-    sa.Column('quantity', sa.Numeric(precision=28, scale=10), nullable=False),
-    sa.Column('cost_usd', sa.Numeric(precision=28, scale=10), nullable=False),
+    sa.Column('quantity', EXACT, nullable=False),
+    sa.Column('cost_usd', EXACT, nullable=False),
     sa.Column('code', sa.Integer(), nullable=True),
     sa.Column('tags', sa.JSON(), nullable=True),
     sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('batch', sa.String(length=48), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_records')),
     sa.UniqueConstraint('connection_id', 'request_id', name=op.f('uq_usage_records_connection_id_request_id'))
     )
