@@ -1,0 +1,172 @@
+"""``keyledger sync``, ``keyledger usage`` and ``keyledger reconcile``. The root CLI mounts them with
+:func:`register`; the wiring (engine, clock, providers) comes from ``ctx.obj`` (the bootstrap Runtime)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import typer
+
+from keyledger.core.money import format_amount, round_money
+from keyledger.usage import model, service
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format_amount(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=_default, indent=2) + "\n")
+
+
+def _usd(value: Decimal) -> str:
+    return f"${format_amount(round_money(value, 'USD'))}"
+
+
+def _open_provider(runtime):
+    return lambda connection: runtime.provider_for(connection.id)
+
+
+def sync(
+    ctx: typer.Context,
+    connection: str | None = typer.Option(None, "--connection", help="Only this connection (name or id)."),
+    since: str | None = typer.Option(
+        None, "--since", help="Read from this date/time (UTC) instead of the watermark minus the look-back."
+    ),
+    until: str | None = typer.Option(None, "--until", help="Read up to this date (inclusive) or time."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
+) -> None:
+    """Pull usage from Deepgram's request log into the ledger (safe to run concurrently and repeatedly)."""
+    runtime = ctx.obj
+    since_at = model.parse_instant_option(since, "--since") if since else None
+    until_at = model.parse_instant_option(until, "--until", end_of_day=True) if until else None
+    show_progress = sys.stdout.isatty() and not as_json
+    svc = service.SyncService(
+        engine=runtime.engine,
+        settings=runtime.settings,
+        clock=runtime.clock,
+        open_provider=_open_provider(runtime),
+    )
+    if show_progress:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[fetched]} records"),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def on_progress(name: str, fetched: int, window: int, windows: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(f"sync {name}", total=windows, fetched=0)
+                bar.update(tasks[name], completed=window, fetched=fetched)
+
+            svc.progress = on_progress
+            reports = svc.sync(connection=connection, since=since_at, until=until_at)
+    else:
+        reports = svc.sync(connection=connection, since=since_at, until=until_at)
+    if as_json:
+        _print_json({"runs": [r.as_json() for r in reports]})
+        return
+    if not reports:
+        print("no connections to sync")
+    for r in reports:
+        if r.status == "skipped":
+            print(f"{r.connection}: skipped ({r.error})")
+            continue
+        span = (
+            f"{r.window_start:%Y-%m-%d %H:%M:%S} .. {r.window_end:%Y-%m-%d %H:%M:%S} UTC"
+            if r.window_start and r.window_end
+            else "nothing settled yet"
+        )
+        print(
+            f"{r.connection}: fetched {r.fetched}, inserted {r.inserted}, duplicates {r.duplicates}, "
+            f"unattributed {r.unattributed} ({span}; {r.api_calls} API calls)"
+        )
+
+
+def usage(
+    ctx: typer.Context,
+    customer: str = typer.Argument(..., help="Customer id or external id."),
+    from_: str | None = typer.Option(
+        None, "--from", help="First day (UTC, inclusive); default: month start."
+    ),
+    to: str | None = typer.Option(None, "--to", help="Last day (UTC, inclusive); default: today."),
+    by: str = typer.Option("line-item", "--by", help="Group by day, line-item or key."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """A customer's usage from the ledger's daily rollups."""
+    runtime = ctx.obj
+    today = service.utc_today(runtime.clock)
+    start = model.parse_date(from_, "--from") if from_ else model.month_of(today)[0]
+    end = model.parse_date(to, "--to") if to else today
+    report = service.usage_report(runtime.engine, customer=customer, start=start, end=end, by=by)
+    if as_json:
+        _print_json(report)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"usage of {report['customer_id']} {report['from']} .. {report['to']}")
+    extra = {"day": "day", "key": "api_key_id"}.get(by)
+    if extra:
+        table.add_column(extra)
+    for col in ("line item", "unit", "quantity", "requests", "cost (USD)"):
+        table.add_column(col, justify="right" if col in ("quantity", "requests", "cost (USD)") else "left")
+    for line in report["lines"]:
+        cells = [line[extra]] if extra else []
+        cells += [
+            line["line_item"],
+            line["unit"],
+            format_amount(line["quantity"].normalize()),
+            str(line["requests"]),
+            _usd(line["cost_usd"]),
+        ]
+        table.add_row(*cells)
+    Console().print(table)
+    print(f"total: {_usd(report['cost_usd'])} over {report['requests']} requests")
+
+
+def reconcile(
+    ctx: typer.Context,
+    period: str = typer.Option(..., "--period", help="The month, YYYY-MM (UTC days)."),
+    connection: str | None = typer.Option(None, "--connection", help="Only this connection."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Compare what the ledger attributed with Deepgram's billing breakdown, to the cent."""
+    runtime = ctx.obj
+    result = service.reconcile(
+        runtime.engine, open_provider=_open_provider(runtime), period=period, connection=connection
+    )
+    if as_json:
+        _print_json(result)
+        return
+    print(f"period {result['period']}, connection {result['connection']}")
+    print(f"  Deepgram billing:  {_usd(result['provider_total_usd'])}")
+    print(f"  attributed:        {_usd(result['attributed_usd'])}")
+    print(f"  unattributed:      {_usd(result['unattributed_usd'])}")
+    print(
+        f"  difference:        {_usd(result['difference_usd'])}"
+        + ("  (matches to the cent)" if result["matches_to_the_cent"] else "  (MISMATCH)")
+    )
+    for c in result["customers"]:
+        print(f"  {c['customer_id']}: ledger {_usd(c['attributed_usd'])}, Deepgram {_usd(c['provider_usd'])}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the usage commands on the root app."""
+    app.command("sync")(sync)
+    app.command("usage")(usage)
+    app.command("reconcile")(reconcile)

@@ -1,0 +1,439 @@
+"""Use cases of the usage ledger: sync, usage queries, reconciliation.
+
+Sync, per connection (see ``model`` for the windows):
+
+1. take the connection's lease in ``sync_state`` (a conditional UPDATE; a lease whose owner process is
+   dead on this host, or whose time ran out, is taken over; otherwise wait, then skip cleanly);
+2. read each window's pages (newest first, limit 1000) and commit them in chunks: ``INSERT … ON CONFLICT
+   DO NOTHING`` by request_id plus the daily rollup of exactly the inserted rows, in one transaction;
+3. the window's last chunk and the watermark advance commit together, and only while the lease is held;
+4. a failure (Deepgram down after retries, a refused key) records a failed run and leaves the watermark
+   where it was; a crash anywhere leaves at most committed chunks, which the next run dedupes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import Engine
+
+from keyledger.core.clock import Clock
+from keyledger.core.config import Settings
+from keyledger.core.errors import Conflict, Invalid, KeyledgerError, NotFound, ProviderError
+from keyledger.core.faults import fault_point
+from keyledger.core.ids import new_id
+from keyledger.core.money import round_money
+from keyledger.provider.port import Provider, UsageRecord
+from keyledger.usage import model, store
+from keyledger.usage.store import ConnectionRow
+
+log = structlog.get_logger(__name__)
+
+#: Records held in memory before a chunk is committed (bounds memory for any window size).
+CHUNK_RECORDS = 20_000
+
+OpenProvider = Callable[[ConnectionRow], Provider]
+Progress = Callable[[str, int, int, int], None]  # connection name, fetched so far, window index, windows
+
+
+@dataclass
+class RunReport:
+    connection: str
+    connection_id: str
+    run_id: str | None = None
+    status: str = "succeeded"  # succeeded | failed | skipped
+    fetched: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    unattributed: int = 0
+    api_calls: int = 0
+    windows: int = 0
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "connection": self.connection,
+            "fetched": self.fetched,
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+            "unattributed": self.unattributed,
+            "window_start": self.window_start.isoformat() if self.window_start else None,
+            "window_end": self.window_end.isoformat() if self.window_end else None,
+            "status": self.status,
+            "api_calls": self.api_calls,
+            "windows": self.windows,
+            "run_id": self.run_id,
+            "error": self.error,
+        }
+
+
+def _calls(provider: Provider) -> int:
+    return int(getattr(getattr(provider, "http", None), "calls", 0))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _dead_local_owner(owner: str | None) -> bool:
+    """True when the lease owner is a process on this host that no longer exists."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition("|")
+    pid_s = rest.partition("|")[0]
+    return host == socket.gethostname() and pid_s.isdigit() and not _pid_alive(int(pid_s))
+
+
+@dataclass
+class SyncService:
+    engine: Engine
+    settings: Settings
+    clock: Clock
+    open_provider: OpenProvider
+    progress: Progress | None = None
+    lease_wait_seconds: float = 120.0  # float-ok: seconds
+    chunk_records: int = CHUNK_RECORDS
+
+    # ------------------------------------------------------------------ entry point
+
+    def sync(
+        self,
+        *,
+        connection: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[RunReport]:
+        if since is not None and until is not None and since >= until:
+            raise Invalid("--since must be before --until")
+        with self.engine.connect() as conn:
+            if connection is not None:
+                found = store.find_connection(conn, connection)
+                if found is None:
+                    raise NotFound(f"no connection named {connection!r}")
+                targets = [found]
+            else:
+                targets = [c for c in store.list_connections(conn) if c.status == "active"]
+        reports = []
+        for target in targets:
+            reports.append(self._sync_connection(target, since=since, until=until))
+        failed = [r for r in reports if r.status == "failed"]
+        if failed:
+            first = failed[0]
+            raise ProviderError(f"sync of connection {first.connection!r} failed: {first.error}")
+        return reports
+
+    # ------------------------------------------------------------------ one connection
+
+    def _lease(self, c: ConnectionRow, owner: str) -> bool:
+        deadline = time.monotonic() + self.lease_wait_seconds
+        while True:
+            now = self.clock.now()
+            expires = now + timedelta(seconds=self.settings.sync_lease_seconds)
+            with self.engine.begin() as conn:
+                store.ensure_state(conn, c.id, now)
+                state = store.read_state(conn, c.id)
+                holder = state["lease_owner"] if state else None
+                steal = holder if _dead_local_owner(holder) else None
+                if store.try_lease(conn, c.id, owner, now, expires, steal_from=steal):
+                    if steal:
+                        log.warning("sync.lease_taken_over", connection=c.name, dead_owner=steal)
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+    def _renew(self, conn, c: ConnectionRow, owner: str) -> None:
+        now = self.clock.now()
+        if not store.renew_lease(
+            conn, c.id, owner, now, now + timedelta(seconds=self.settings.sync_lease_seconds)
+        ):
+            raise Conflict(f"connection {c.name!r}: another sync took over the lease; stopping")
+
+    def _sync_connection(
+        self, c: ConnectionRow, *, since: datetime | None, until: datetime | None
+    ) -> RunReport:
+        report = RunReport(connection=c.name, connection_id=c.id)
+        run_id = new_id("run")
+        owner = f"{socket.gethostname()}|{os.getpid()}|{run_id}"
+        if not self._lease(c, owner):
+            report.status = "skipped"
+            report.error = "another sync of this connection is running"
+            return report
+        fault_point("sync.after_lease")
+        report.run_id = run_id
+        provider: Provider | None = None
+        try:
+            with self.engine.begin() as conn:
+                state = store.read_state(conn, c.id)
+                watermark = state["watermark"] if state else None
+                interval = model.sync_interval(
+                    now=self.clock.now(),
+                    watermark=watermark,
+                    settle_seconds=self.settings.sync_settle_seconds,
+                    lookback_seconds=self.settings.sync_lookback_seconds,
+                    since=since,
+                    until=until,
+                )
+                if interval is not None:
+                    report.window_start, report.window_end = interval.start, interval.end
+                store.start_run(
+                    conn,
+                    run_id=run_id,
+                    connection_id=c.id,
+                    now=self.clock.now(),
+                    window_start=report.window_start,
+                    window_end=report.window_end,
+                )
+            if interval is not None:
+                provider = self.open_provider(c)
+                self._pull(c, provider, owner, run_id, interval, watermark, report)
+            with self.engine.begin() as conn:
+                store.reattribute(conn, c.id)
+                fault_point("sync.before_finish")
+                store.finish_run(
+                    conn,
+                    run_id,
+                    status="succeeded",
+                    now=self.clock.now(),
+                    fetched=report.fetched,
+                    inserted=report.inserted,
+                    duplicates=report.duplicates,
+                    unattributed=report.unattributed,
+                    api_calls=report.api_calls,
+                )
+                store.release_lease(conn, c.id, owner, self.clock.now())
+        except KeyledgerError as exc:
+            report.status = "failed"
+            report.error = str(exc)
+            if provider is not None:
+                report.api_calls = _calls(provider)
+            log.warning("sync.failed", connection=c.name, error=report.error)
+            with self.engine.begin() as conn:
+                store.finish_run(
+                    conn,
+                    run_id,
+                    status="failed",
+                    now=self.clock.now(),
+                    fetched=report.fetched,
+                    inserted=report.inserted,
+                    duplicates=report.duplicates,
+                    unattributed=report.unattributed,
+                    api_calls=report.api_calls,
+                    error=report.error,
+                )
+                store.release_lease(conn, c.id, owner, self.clock.now())
+        except BaseException:
+            # Not a domain error (a bug, a lost database, Ctrl-C): free the lease for the next run.
+            try:
+                with self.engine.begin() as conn:
+                    store.release_lease(conn, c.id, owner, self.clock.now())
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
+        finally:
+            if provider is not None:
+                provider.close()
+        return report
+
+    def _pull(
+        self,
+        c: ConnectionRow,
+        provider: Provider,
+        owner: str,
+        run_id: str,
+        interval: model.Window,
+        watermark: datetime | None,
+        report: RunReport,
+    ) -> None:
+        labels = provider.line_item_labels(start=interval.start.date(), end=interval.end.date())
+        provider.use_line_items(list(labels))
+        windows = model.split_windows(interval, self.settings.sync_window_days)
+        report.windows = len(windows)
+        limit = self.settings.sync_page_limit
+        chunk_no = 0
+        for index, window in enumerate(windows):
+            buffer: list[UsageRecord] = []
+            for page in provider.iter_requests(start=window.start, end=window.end, limit=limit):
+                buffer.extend(page.records)
+                report.fetched += len(page.records)
+                report.api_calls = _calls(provider)
+                fault_point("sync.after_page_fetch")
+                if self.progress:
+                    self.progress(c.name, report.fetched, index, len(windows))
+                if len(buffer) >= self.chunk_records and page.returned >= limit:
+                    chunk_no += 1
+                    with self.engine.begin() as conn:
+                        self._renew(conn, c, owner)
+                        self._commit(conn, c, buffer, f"{run_id}.{chunk_no}", report)
+                    fault_point("sync.after_chunk_commit")
+                    buffer = []
+            chunk_no += 1
+            new_mark = model.next_watermark(watermark, window)
+            with self.engine.begin() as conn:
+                self._renew(conn, c, owner)
+                self._commit(conn, c, buffer, f"{run_id}.{chunk_no}", report)
+                if new_mark != watermark and new_mark is not None:
+                    store.set_watermark(conn, c.id, owner, new_mark, self.clock.now())
+                store.update_run_progress(
+                    conn,
+                    run_id,
+                    fetched=report.fetched,
+                    inserted=report.inserted,
+                    duplicates=report.duplicates,
+                    unattributed=report.unattributed,
+                    api_calls=report.api_calls,
+                )
+                fault_point("sync.before_commit")
+            watermark = new_mark
+            fault_point("sync.after_commit")
+        report.api_calls = _calls(provider)
+
+    def _commit(
+        self, conn, c: ConnectionRow, records: list[UsageRecord], batch: str, report: RunReport
+    ) -> None:
+        if not records:
+            return
+        result = store.insert_records(
+            conn,
+            connection_id=c.id,
+            records=records,
+            keys_by_accessor=store.key_map(conn, c.id),
+            batch=batch,
+            synced_at=self.clock.now(),
+        )
+        report.inserted += result.inserted
+        report.unattributed += result.unattributed
+        report.duplicates = report.fetched - report.inserted
+
+
+# --------------------------------------------------------------------------- usage queries
+
+BY_CHOICES = ("line-item", "day", "key")
+
+
+def usage_report(engine: Engine, *, customer: str, start: date, end: date, by: str) -> dict:
+    if by not in BY_CHOICES:
+        raise Invalid(f"--by: {by!r} is not one of {', '.join(BY_CHOICES)}")
+    if start > end:
+        raise Invalid("--from must not be after --to")
+    with engine.connect() as conn:
+        customer_id = store.find_customer_id(conn, customer)
+        if customer_id is None:
+            raise NotFound(f"no customer {customer!r}")
+        rows = store.usage_lines(conn, customer_id=customer_id, start=start, end=end, by=by)
+    lines = []
+    total = Decimal(0)
+    requests = 0
+    for r in rows:
+        line = {
+            "line_item": r["line_item"],
+            "unit": r["unit"],
+            "quantity": r["quantity"],
+            "cost_usd": r["cost_usd"],
+            "requests": int(r["requests"]),
+        }
+        if by == "day":
+            line["day"] = r["day"].isoformat()
+        elif by == "key":
+            line["api_key_id"] = r["api_key_id"]
+        total += r["cost_usd"]
+        requests += int(r["requests"])
+        lines.append(line)
+    return {
+        "customer_id": customer_id,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "by": by,
+        "cost_usd": total,
+        "requests": requests,
+        "lines": lines,
+    }
+
+
+# --------------------------------------------------------------------------- reconciliation
+
+
+def reconcile(engine: Engine, *, open_provider: OpenProvider, period: str, connection: str | None) -> dict:
+    first, last = model.parse_period(period)
+    with engine.connect() as conn:
+        if connection is not None:
+            found = store.find_connection(conn, connection)
+            if found is None:
+                raise NotFound(f"no connection named {connection!r}")
+            targets = [found]
+        else:
+            targets = store.list_connections(conn)
+            if not targets:
+                raise NotFound("no connections: add one with `keyledger connections add`")
+        ledger = store.ledger_by_key(conn, connection_ids=[t.id for t in targets], start=first, end=last)
+        owners = {(t.id, a): cust for t in targets for a, (_k, cust) in store.key_map(conn, t.id).items()}
+    provider_by_key: dict[tuple[str, str | None], Decimal] = {}
+    for t in targets:
+        provider = open_provider(t)
+        try:
+            for row in provider.billing_breakdown(start=first, end=last):
+                k = (t.id, row.accessor)
+                provider_by_key[k] = provider_by_key.get(k, Decimal(0)) + row.dollars
+        finally:
+            provider.close()
+    ledger_by_key = {(r["connection_id"], r["api_key_id"]): r for r in ledger}
+    zero = Decimal(0)
+    attributed = unattributed = zero
+    customers: dict[str, dict[str, Decimal]] = {}
+    key_lines = []
+    for k in sorted(set(ledger_by_key) | set(provider_by_key), key=lambda x: (x[0], x[1] or "")):
+        row = ledger_by_key.get(k)
+        ledger_usd = row["cost_usd"] if row else zero
+        customer_id = (row["customer_id"] if row else None) or owners.get(k)
+        provider_usd = provider_by_key.get(k, zero)
+        if customer_id is None:
+            unattributed += ledger_usd
+        else:
+            attributed += ledger_usd
+            cell = customers.setdefault(customer_id, {"attributed_usd": zero, "provider_usd": zero})
+            cell["attributed_usd"] += ledger_usd
+            cell["provider_usd"] += provider_usd
+        key_lines.append(
+            {
+                "api_key_id": k[1],
+                "customer_id": customer_id,
+                "ledger_usd": ledger_usd,
+                "provider_usd": provider_usd,
+                "difference_usd": provider_usd - ledger_usd,
+            }
+        )
+    provider_total = sum(provider_by_key.values(), zero)
+    difference = provider_total - (attributed + unattributed)
+    return {
+        "period": f"{first.year:04d}-{first.month:02d}",
+        "connection": ",".join(t.name for t in targets),
+        "provider_total_usd": provider_total,
+        "attributed_usd": attributed,
+        "unattributed_usd": unattributed,
+        "difference_usd": difference,
+        "matches_to_the_cent": round_money(difference, "USD") == 0,
+        "customers": [
+            {"customer_id": cid, "attributed_usd": v["attributed_usd"], "provider_usd": v["provider_usd"]}
+            for cid, v in sorted(customers.items())
+        ],
+        "keys": key_lines,
+    }
+
+
+def utc_today(clock: Clock) -> date:
+    return clock.now().astimezone(UTC).date()
