@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import uuid
 
@@ -57,8 +58,17 @@ def make_emulator(args: argparse.Namespace) -> tuple[Emulator, Persister | None]
     return Emulator(store, settings), persister
 
 
+class _DenialNoise(logging.Filter):
+    """uvicorn 0.54 logs a spurious error after a WebSocket handshake is denied with an HTTP response."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing handshake" not in record.getMessage()
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
+
+    logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
 
     from .app import build_app
 
