@@ -1,28 +1,69 @@
 """The one place things are wired: configuration -> engine, cipher, provider factory, clock.
 
-``main()`` is the ``keyledger`` console script. Feature CLIs receive a :class:`Runtime` via ``ctx.obj``.
+``main()`` is the ``keyledger`` console script. Feature CLIs receive a :class:`Runtime` via ``ctx.obj``:
+
+- ``runtime.settings``, ``runtime.clock``, ``runtime.engine`` (lazy), ``runtime.environ``
+- ``runtime.cipher`` (lazy; raises Invalid when no secret key is configured)
+- ``runtime.make_provider(credentials)`` -> Provider for explicit credentials
+- ``runtime.provider_for(connection)`` -> Provider for a ``connections`` row, or a connection id/name
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Row
 
 from keyledger.core.clock import Clock, SystemClock
 from keyledger.core.config import Settings, load_settings
+from keyledger.core.crypto import Cipher
+from keyledger.core.errors import Invalid
+from keyledger.customers import store as customer_store
+from keyledger.customers.service import connection_credentials
 from keyledger.db.engine import make_engine
+from keyledger.provider.deepgram import DeepgramProvider
+from keyledger.provider.port import Provider, ProviderCredentials, ProviderFactory
 
 
 @dataclass
 class Runtime:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    # Tests and the demo may swap the provider factory; the default talks HTTP to Deepgram (or dgemu).
+    provider_factory: ProviderFactory | None = None
 
     @cached_property
     def engine(self) -> Engine:
         return make_engine(self.settings.database_url)
+
+    @cached_property
+    def cipher(self) -> Cipher:
+        if self.settings.secret_key is None or not self.settings.secret_key.get_secret_value().strip():
+            raise Invalid("no secret key configured (run `keyledger init` or set KEYLEDGER_SECRET_KEY)")
+        return Cipher.from_config(self.settings.secret_key.get_secret_value())
+
+    def _default_provider(self, credentials: ProviderCredentials) -> Provider:
+        return DeepgramProvider(
+            credentials,
+            timeout=self.settings.provider_timeout_seconds,
+            max_retries=self.settings.provider_max_retries,
+        )
+
+    def make_provider(self, credentials: ProviderCredentials) -> Provider:
+        return (self.provider_factory or self._default_provider)(credentials)
+
+    def provider_for(self, connection: Row | str) -> Provider:
+        """A Provider for a connection (its row, or its id or name), with the connection's key
+        (decrypted from the database, or read from the environment variable it names)."""
+        if isinstance(connection, str):
+            with self.engine.connect() as db:
+                connection = customer_store.connection_row(db, connection)
+        cipher = self.cipher if connection._mapping["api_key_ciphertext"] is not None else None
+        return self.make_provider(connection_credentials(connection, cipher, self.environ))
 
 
 def main() -> None:

@@ -4,10 +4,16 @@ sub-apps of every feature. Feature commands reach the wiring through ``ctx.obj``
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
-from keyledger.core.errors import KeyledgerError
+from keyledger.core.crypto import generate_key
+from keyledger.core.errors import Invalid, KeyledgerError
+from keyledger.customers.cli import connections_app, customers_app, keys_app, secrets_app
+from keyledger.customers.secrets import create_config_file, file_secret_key, render_config
+from keyledger.usage.cli import register as register_usage_commands
 
 app = typer.Typer(
     name="keyledger",
@@ -16,6 +22,63 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+# ---------------------------------------------------------------------------- feature sub-apps
+# customers/ : connections, customers, keys, secrets
+app.add_typer(connections_app, name="connections")
+app.add_typer(customers_app, name="customers")
+app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
+
+# usage/ : `sync`, `usage`, `reconcile`
+register_usage_commands(app)
+
+# ---------------------------------------------------------------------------- init
+
+
+def _database_state(engine) -> tuple[str | None, str]:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from keyledger.db.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head
+
+
+@app.command("init")
+def init(ctx: typer.Context) -> None:
+    """Create keyledger.toml (with a fresh secret key) and the database. Safe to run again."""
+    from keyledger.db.migrate import upgrade
+
+    rt = ctx.obj
+    path = Path(rt.settings.config_path)
+    changed = False
+    if path.exists():
+        print(f"{path}: exists, unchanged")
+        if not rt.environ.get("KEYLEDGER_SECRET_KEY") and not file_secret_key(path):
+            raise Invalid(f"{path} has no secret_key and KEYLEDGER_SECRET_KEY is not set")
+    else:
+        secret = None if rt.environ.get("KEYLEDGER_SECRET_KEY") else generate_key()
+        db_url = None if rt.environ.get("KEYLEDGER_DATABASE_URL") else rt.settings.database_url
+        create_config_file(path, render_config(database_url=db_url, secret_key=secret))
+        how = "new secret key generated" if secret else "secret key from KEYLEDGER_SECRET_KEY"
+        print(f"{path}: created (mode 0600, {how})")
+        changed = True
+    shown = rt.engine.url.render_as_string(hide_password=True)
+    current, head = _database_state(rt.engine)
+    if current == head:
+        print(f"database {shown}: up to date (revision {head})")
+    else:
+        upgrade(rt.engine)
+        print(f"database {shown}: migrated {current or 'empty'} -> {head}")
+        changed = True
+    print("keyledger is initialized" if changed else "already initialized; nothing changed")
+
+
+# ---------------------------------------------------------------------------- running
 
 
 def run(runtime_factory) -> None:
@@ -32,6 +95,10 @@ def run(runtime_factory) -> None:
         app(standalone_mode=False)
     except KeyledgerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(f"error: database: {first[0] if first else type(exc).__name__}", file=sys.stderr)
         sys.exit(1)
     except typer.Abort:
         print("aborted", file=sys.stderr)
