@@ -685,9 +685,7 @@ async def billing_fields(emu: Emulator, request: Request) -> Any:
             tags.update(r.tags)
             seen.add(r.line_item)  # type: ignore[arg-type]
     table = emu.store.prices.by_line_item
-    line_items = {li: row.label for li, row in table.items()}
-    for li in seen:
-        line_items.setdefault(li, li)
+    line_items = {li: (table[li].label if li in table else li) for li in seen}
     return {
         "accessors": sorted(accessors),
         "deployments": sorted(deployments),
