@@ -3,8 +3,9 @@ request log through the owner key (the oracle)."""
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import Engine, select
@@ -138,3 +139,36 @@ def inject(dgemu, requests: list[dict], project_id=None) -> int:
 def faults(dgemu, **values) -> None:
     with dgemu.client() as c:
         c.post("/_emulator/faults", json=values).raise_for_status()
+
+
+MODELS = [
+    ("listen", "sync", "nova-3"),
+    ("listen", "streaming", "nova-3-medical"),
+    ("speak", "sync", "aura-2-thalia-en"),
+    ("read", "sync", "read"),
+    ("agent", "streaming", "voice-agent"),
+    ("listen", "async", "nova-2-phonecall"),
+]
+
+
+def make_requests(n: int, *, keys: list[str], start: datetime, end: datetime, seed: int = 1) -> list[dict]:
+    rnd = random.Random(seed)
+    span = (end - start).total_seconds()
+    out = []
+    for _ in range(n):
+        endpoint, method, model = rnd.choice(MODELS)
+        item = {
+            "api_key_id": rnd.choice(keys),
+            "endpoint": endpoint,
+            "method": method,
+            "model": model,
+            "created": (start + timedelta(seconds=rnd.uniform(0, span))).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        if endpoint == "speak":
+            item["characters"] = rnd.randint(1, 3000)
+        elif endpoint == "read":
+            item["tokens_in"], item["tokens_out"] = rnd.randint(1, 5000), rnd.randint(1, 500)
+        else:
+            item["duration_seconds"] = round(rnd.uniform(0.5, 900), 3)
+        out.append(item)
+    return out

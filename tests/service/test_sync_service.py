@@ -26,41 +26,10 @@ from usage_support import (
     faults,
     inject,
     ledger_rows,
+    make_requests,
     recomputed_rollups,
     rollups,
 )
-
-MODELS = [
-    ("listen", "sync", "nova-3"),
-    ("listen", "streaming", "nova-3-medical"),
-    ("speak", "sync", "aura-2-thalia-en"),
-    ("read", "sync", "read"),
-    ("agent", "streaming", "voice-agent"),
-    ("listen", "async", "nova-2-phonecall"),
-]
-
-
-def make_requests(n: int, *, keys: list[str], start: datetime, end: datetime, seed: int = 1) -> list[dict]:
-    rnd = random.Random(seed)
-    span = (end - start).total_seconds()
-    out = []
-    for _ in range(n):
-        endpoint, method, model = rnd.choice(MODELS)
-        item = {
-            "api_key_id": rnd.choice(keys),
-            "endpoint": endpoint,
-            "method": method,
-            "model": model,
-            "created": (start + timedelta(seconds=rnd.uniform(0, span))).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        }
-        if endpoint == "speak":
-            item["characters"] = rnd.randint(1, 3000)
-        elif endpoint == "read":
-            item["tokens_in"], item["tokens_out"] = rnd.randint(1, 5000), rnd.randint(1, 500)
-        else:
-            item["duration_seconds"] = round(rnd.uniform(0.5, 900), 3)
-        out.append(item)
-    return out
 
 
 @pytest.fixture

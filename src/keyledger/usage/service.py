@@ -36,8 +36,8 @@ from keyledger.usage.store import ConnectionRow
 
 log = structlog.get_logger(__name__)
 
-#: Records held in memory before a chunk is committed (bounds memory for any window size).
-CHUNK_RECORDS = 20_000
+#: Pages held in memory before a chunk is committed (bounds memory for any window size).
+CHUNK_PAGES = 20
 
 OpenProvider = Callable[[ConnectionRow], Provider]
 Progress = Callable[[str, int, int, int], None]  # connection name, fetched so far, window index, windows
@@ -107,7 +107,7 @@ class SyncService:
     open_provider: OpenProvider
     progress: Progress | None = None
     lease_wait_seconds: float = 120.0  # float-ok: seconds
-    chunk_records: int = CHUNK_RECORDS
+    chunk_pages: int = CHUNK_PAGES
 
     # ------------------------------------------------------------------ entry point
 
@@ -275,7 +275,7 @@ class SyncService:
                 fault_point("sync.after_page_fetch")
                 if self.progress:
                     self.progress(c.name, report.fetched, index, len(windows))
-                if len(buffer) >= self.chunk_records and page.returned >= limit:
+                if len(buffer) >= self.chunk_pages * limit and page.returned >= limit:
                     chunk_no += 1
                     with self.engine.begin() as conn:
                         self._renew(conn, c, owner)
