@@ -110,10 +110,19 @@ def response_validator(method: str, template: str, status: str = "200",
                        content_type: str = "application/json") -> Draft202012Validator:
     """The validator of the documented response of one operation (raises KeyError if undocumented)."""
     operation = openapi()["paths"][template][method.lower()]
-    operation["responses"][status]["content"][content_type]["schema"]  # KeyError if not documented
+    schema = operation["responses"][status]["content"][content_type]["schema"]  # KeyError if not documented
     ref = OPENAPI_URI + "#/" + _pointer(
         "paths", template, method.lower(), "responses", status, "content", content_type, "schema"
     )
+    target = schema.get("$ref", "")
+    if target.startswith("#/components/schemas/"):
+        component = openapi()["components"]["schemas"][target.rsplit("/", 1)[1]]
+        if "oneOf" in component and all(set(v) == {"$ref"} for v in component["oneOf"]):
+            # Like ErrorResponse, some responses are a oneOf of open objects with optional properties
+            # (GetModelV1Response: STT model | TTS model), which any object satisfies twice. Close each
+            # variant so "exactly one" means "the body's fields are those of exactly one variant".
+            return validator({"oneOf": [{"$ref": OPENAPI_URI + v["$ref"], "unevaluatedProperties": False}
+                                        for v in component["oneOf"]]})
     return validator({"$ref": ref})
 
 

@@ -50,6 +50,15 @@ CLAIMED: set[tuple[str, str]] = {
     ("POST", "/v1/auth/grant"),
     ("POST", "/v1/listen"),
     ("POST", "/v1/speak"),
+    # served beyond PRODUCT §10's list (found by test_unclaimed_get_operations_are_not_served)
+    ("PATCH", P),
+    ("DELETE", P),
+    ("GET", P + "/purchases"),
+    ("GET", P + "/models"),
+    ("GET", P + "/models/{model_id}"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id}"),
+    ("POST", "/v1/read"),
 }
 CLAIMED_WS = {("/v1/listen", "ListenV1Results"), ("/v1/listen", "ListenV1Metadata")}
 
@@ -273,6 +282,40 @@ def chk_grant_default(w: World, b: dict) -> None:
     assert b["access_token"] and b["expires_in"] == 30, "the default TTL is 30 s (OAS GrantV1Request)"
 
 
+def chk_project_update(w: World, b: dict) -> None:
+    assert isinstance(b["message"], str)
+    assert spec.check_ok(w.owner.get(f"/v1/projects/{w.pid}"))["name"] == "renamed by conformance"
+
+
+def chk_project_delete(w: World, b: dict) -> None:
+    assert isinstance(b["message"], str)
+    spec.check_error(w.owner.get(f"/v1/projects/{w.pid}"), 404, {"PROJECT_NOT_FOUND"})
+
+
+def chk_purchases(w: World, b: dict) -> None:
+    assert b["orders"] and all(o["units"].lower() == "usd" for o in b["orders"])
+
+
+def chk_models(w: World, b: dict) -> None:
+    assert "nova-3" in {m["canonical_name"] for m in b["stt"]}
+    assert any(m["canonical_name"].startswith("aura-2") for m in b["tts"])
+
+
+def _model_id(w: World) -> str:
+    return spec.check_ok(w.owner.get("/v1/models"))["stt"][0]["uuid"]
+
+
+def chk_model(w: World, b: dict) -> None:
+    assert b["uuid"] == _model_id(w)
+
+
+def chk_read(w: World, b: dict) -> None:
+    md = b["metadata"]["metadata"]
+    assert md["summary_info"]["input_tokens"] > 0
+    rec = spec.check_ok(w.owner.get(f"/v1/projects/{w.pid}/requests/{md['request_id']}"))["request"]
+    assert rec["path"] == "/v1/read"
+
+
 def _window(w: World) -> dict:
     return {"start": f"{w.day}T10:00:00Z", "end": f"{w.day}T10:02:00.000000Z"}
 
@@ -341,6 +384,17 @@ CASES: list[Case] = [
     Case("balance-get", "GET", P + "/balances/{balance_id}", path_args=lambda w: {"balance_id": w.balance_id},
          check=chk_balance),
     Case("auth-grant", "POST", "/v1/auth/grant", body={"ttl_seconds": 120}, check=chk_grant),
+    Case("project-update", "PATCH", P, body={"name": "renamed by conformance"}, check=chk_project_update),
+    Case("project-delete", "DELETE", P, check=chk_project_delete),
+    Case("purchases", "GET", P + "/purchases", {"limit": 5}, check=chk_purchases),
+    Case("models-list", "GET", "/v1/models", {"include_outdated": "true"}, check=chk_models),
+    Case("model-get", "GET", "/v1/models/{model_id}", path_args=lambda w: {"model_id": _model_id(w)},
+         check=chk_model),
+    Case("project-models-list", "GET", P + "/models", check=chk_models),
+    Case("project-model-get", "GET", P + "/models/{model_id}", path_args=lambda w: {"model_id": _model_id(w)},
+         check=chk_model),
+    Case("read", "POST", "/v1/read", {"summarize": "true", "sentiment": "true"},
+         body={"text": "The emulator reads this text. It is short."}, check=chk_read),
     Case("auth-grant-default", "POST", "/v1/auth/grant", body={}, check=chk_grant_default),
 ]
 
