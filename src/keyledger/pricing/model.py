@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -286,3 +286,35 @@ class RatedPeriod:
             "provider_cost_usd": format_amount(self.provider_cost_usd),
             "lines": [line.to_dict() for line in self.lines],
         }
+
+
+# --------------------------------------------------------------------------- stored versions
+
+
+@dataclass(frozen=True)
+class PlanVersion:
+    """A plan version as stored: immutable; ``id`` is what an invoice records to re-rate exactly."""
+
+    id: str
+    plan_id: str
+    version: int
+    effective_from: date
+    imported_at: datetime
+    source_name: str
+    source_format: str
+    content_hash: str
+    plan: Plan
+
+    def to_dict(self, *, definition: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "plan_id": self.plan_id,
+            "version": self.version,
+            "effective_from": self.effective_from.isoformat(),
+            "imported_at": self.imported_at.isoformat(),
+            "source_name": self.source_name,
+            "content_hash": self.content_hash,
+        }
+        if definition:
+            out["definition"] = self.plan.to_dict()
+        return out
