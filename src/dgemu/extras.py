@@ -22,6 +22,8 @@ from .prices import DEFAULT_MODELS, UnknownModel
 from .store import Faults, Record
 
 MAX_BATCH = 100_000
+MAX_SECONDS = 10_000_000
+MAX_COUNT = 1_000_000_000
 
 
 async def health(emu: Emulator, request: Request) -> Any:
@@ -69,8 +71,8 @@ def _nonneg_int(item: dict, name: str, i: int, default: int | None = None) -> in
     v = item.get(name, default)
     if v is None:
         raise _fail(i, f"'{name}' is required")
-    if isinstance(v, bool) or not isinstance(v, (int, Decimal)) or v < 0 or v != int(v):
-        raise _fail(i, f"'{name}' must be a non-negative whole number")
+    if isinstance(v, bool) or not isinstance(v, (int, Decimal)) or not 0 <= v <= MAX_COUNT or v != int(v):
+        raise _fail(i, f"'{name}' must be a whole number between 0 and {MAX_COUNT}")
     return int(v)
 
 
@@ -136,13 +138,8 @@ async def inject_requests(emu: Emulator, request: Request) -> Any:
         characters = tokens_in = tokens_out = 0
         if endpoint in ("listen", "agent"):
             d = item.get("duration_seconds")
-            if (
-                isinstance(d, bool)
-                or not isinstance(d, (int, Decimal))
-                or d < 0
-                or not Decimal(d).is_finite()
-            ):
-                raise _fail(i, "'duration_seconds' must be a non-negative number")
+            if isinstance(d, bool) or not isinstance(d, (int, Decimal)) or not 0 <= d <= MAX_SECONDS:
+                raise _fail(i, f"'duration_seconds' must be a number between 0 and {MAX_SECONDS}")
             duration = Decimal(d)
         elif endpoint == "speak":
             characters = _nonneg_int(item, "characters", i)
