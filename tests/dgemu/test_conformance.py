@@ -15,15 +15,23 @@ import hashlib
 import io
 import json
 import re
+import time
 import uuid
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect as ws_connect
+
+try:  # tests/ is on sys.path (rootdir conftest) unless tests/ becomes a package
+    from conftest import start_dgemu, stop_dgemu
+except ImportError:  # pragma: no cover
+    from tests.conftest import start_dgemu, stop_dgemu
 
 from . import spec
 from .audio import tone
@@ -612,3 +620,84 @@ def test_live_listen_messages_conform(world: World) -> None:
     rec = spec.check_ok(world.owner.get(f"/v1/projects/{world.pid}/requests/{md['request_id']}"))["request"]
     assert rec["api_key_id"] == world.key_id
     assert rec["response"]["details"]["method"] == "streaming"
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_live_listen_multichannel_results(world: World, channels: int) -> None:
+    """multichannel=true: one Results per channel, ``channel_index == [i, n]``; Metadata hashes the audio."""
+    audio = tone("1", channels=channels)
+    results_v = spec.message_validator("/v1/listen", "ListenV1Results")
+    query = f"model=nova-3&encoding=linear16&sample_rate=16000&channels={channels}&multichannel=true"
+    with ws_connect(f"{world.dg.ws_url}/v1/listen?{query}",
+                    additional_headers={"Authorization": f"Token {world.key_secret}"}) as ws:
+        for chunk in audio.chunks(0.25):
+            ws.send(chunk)
+        ws.send(json.dumps({"type": "CloseStream"}))
+        messages = [json.loads(m) for m in ws]
+    results = [m for m in messages if m["type"] == "Results"]
+    for m in results:
+        spec.assert_valid(results_v, m, "ListenV1Results")
+    assert {tuple(m["channel_index"]) for m in results} == {(i, channels) for i in range(channels)}
+    for i in range(channels):
+        finals = [m for m in results if m["channel_index"][0] == i and m["is_final"]]
+        assert sum(Decimal(str(m["duration"])) for m in finals) == audio.duration
+    md = messages[-1]
+    assert md["type"] == "Metadata" and md["channels"] == channels
+    assert md["sha256"] == hashlib.sha256(audio.pcm).hexdigest()
+
+
+def test_live_listen_keepalive_and_idle_timeout() -> None:
+    """KeepAlive keeps an idle stream open; without audio or KeepAlive the server closes 1011 NET-0001
+    (API_NOTES §3.4); the idle time is not billed. Runs its own dgemu with a 1 s idle timeout."""
+    server = start_dgemu(["--ws-idle-timeout", "1"])
+    try:
+        with server.client() as owner:
+            key = spec.create_key(owner, server.project_id, ["usage:write"])
+            audio = tone("0.5")
+            url = f"{server.ws_url}/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000"
+            with ws_connect(url, additional_headers={"Authorization": f"Token {key['key']}"}) as ws:
+                ws.send(audio.pcm)
+                for _ in range(5):  # 2 s idle, kept alive
+                    time.sleep(0.4)
+                    ws.send(json.dumps({"type": "KeepAlive"}))
+                t0 = time.monotonic()
+                with pytest.raises(ConnectionClosedError):
+                    for _ in ws:
+                        pass
+                waited = time.monotonic() - t0
+                assert ws.close_code == 1011 and ws.close_reason.startswith("NET-0001"), (ws.close_code,
+                                                                                         ws.close_reason)
+            assert 0.5 < waited < 3, waited
+            page = spec.check_ok(owner.get(f"/v1/projects/{server.project_id}/requests",
+                                           params={"method": "streaming"}))
+            assert len(page["requests"]) == 1
+            details = page["requests"][0]["response"]["details"]
+            assert details["duration"] == 0.5 and details["total_audio"] == 0.5
+            assert page["requests"][0]["api_key_id"] == key["api_key_id"]
+    finally:
+        stop_dgemu(server)
+
+
+def _faults(w: World, settings: dict) -> None:
+    resp = w.owner.post("/_emulator/faults", json=settings)
+    assert resp.status_code == 200, resp.text
+
+
+def test_fault_responses_conform(world: World) -> None:
+    """Injected faults (PRODUCT §10) answer like Deepgram: 429 TOO_MANY_REQUESTS with Retry-After, 5xx with
+    an ErrorResponse body."""
+    try:
+        _faults(world, {"rate_limit_rate": 1.0, "retry_after_seconds": 7})
+        resp = world.owner.get(f"/v1/projects/{world.pid}/keys")
+        spec.check_error(resp, 429, {"TOO_MANY_REQUESTS"})
+        assert resp.headers["retry-after"] == "7"
+        with world.dg.client(world.key_secret) as c:
+            listen = c.post("/v1/listen", params={"model": "nova-3"}, content=tone("0.5").wav(),
+                            headers={"Content-Type": "audio/wav"})
+        spec.check_error(listen, 429, {"TOO_MANY_REQUESTS"})
+        _faults(world, {"rate_limit_rate": 0.0, "error_rate": 1.0})
+        resp = world.owner.get(f"/v1/projects/{world.pid}/keys")
+        assert resp.status_code >= 500
+        spec.check_error(resp, {500, 502, 503, 504})
+    finally:
+        _faults(world, {"rate_limit_rate": 0.0, "error_rate": 0.0, "latency_ms": 0, "late_record_seconds": 0})
