@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import httpx
 
-from conftest import start_dgemu, stop_dgemu
+from tests.conftest import start_dgemu, stop_dgemu
 
 
 def rec(i: int, **kw) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import start_dgemu, stop_dgemu
+from tests.conftest import start_dgemu, stop_dgemu
 
 NOVA3_STREAM = Decimal("0.0048")
 
