@@ -282,3 +282,38 @@ def test_injected_records_are_priced_like_live_ones(dgemu, owner) -> None:
         assert rec["api_key_id"] == k["api_key_id"]
         assert rec["created"] == when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         assert rec["response"]["details"]["usd"] == want, (rec_in, rec)
+
+
+def test_late_records_keep_their_time_and_cost(dgemu, owner) -> None:
+    """``late_record_seconds`` (PRODUCT §10): the record of a call shows up late, but with the call's own
+    ``created`` and cost; once visible it counts in the billing breakdown."""
+    pid = dgemu.project_id
+    k = spec.create_key(owner, pid, ["usage:write"])
+    assert owner.post("/_emulator/faults", json={"late_record_seconds": 1.5}).status_code == 200
+    try:
+        audio = tone("0.5")
+        rid = listen_rest(dgemu, k["key"], audio)
+        t_call = time.monotonic()
+        early = dec_json(owner.get(f"/v1/projects/{pid}/requests", params={"accessor": k["api_key_id"]}))
+        assert early["requests"] == [], "the record must not be visible yet"
+        spec.check_error(owner.get(f"/v1/projects/{pid}/requests/{rid}"), 404)
+        deadline = t_call + 10
+        while time.monotonic() < deadline:
+            resp = owner.get(f"/v1/projects/{pid}/requests/{rid}")
+            if resp.status_code == 200:
+                break
+            time.sleep(0.2)
+        assert resp.status_code == 200, "the late record never appeared"
+        assert time.monotonic() - t_call >= 1.2
+        rec = dec_json(resp)["request"]
+    finally:
+        assert owner.post("/_emulator/faults", json={"late_record_seconds": 0}).status_code == 200
+    made = dt.datetime.fromisoformat(rec["created"].replace("Z", "+00:00"))
+    assert abs((dt.datetime.now(dt.UTC) - made).total_seconds()) < 30
+    assert (dt.datetime.now(dt.UTC) - made).total_seconds() >= 1.2, "created is the call's time, not arrival"
+    want = usd(price_for("listen", "sync", "nova-3"), seconds=audio.duration)
+    assert rec["api_key_id"] == k["api_key_id"] and rec["response"]["details"]["usd"] == want
+    today = str(dt.datetime.now(dt.UTC).date())
+    bill = dec_json(owner.get(f"/v1/projects/{pid}/billing/breakdown",
+                              params={"start": today, "end": today, "accessor": k["api_key_id"]}))
+    assert sum(r["dollars"] for r in bill["results"]) == want

@@ -268,3 +268,20 @@ def test_errors_surface_as_sdk_errors(dgemu) -> None:
     with pytest.raises(BadRequestError) as err:
         sdk(dgemu).manage.v1.projects.requests.list(dgemu.project_id, limit=5000, request_options=NO_RETRY)
     assert err.value.body["err_code"] == "INVALID_QUERY_PARAMETER"
+
+
+def test_paging_is_stable_when_timestamps_tie(dgemu, client: DeepgramClient) -> None:
+    """25 records with the same ``created``: offset pages must neither repeat nor skip a record."""
+    owner = dgemu.client()
+    key = spec.create_key(owner, dgemu.project_id, ["usage:write"])
+    same = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ids = {str(uuid.uuid4()) for _ in range(25)}
+    spec.inject(owner, dgemu.project_id, [
+        {"api_key_id": key["api_key_id"], "created": same, "endpoint": "listen", "method": "sync",
+         "model": "nova-3", "duration_seconds": 1, "request_id": rid} for rid in ids])
+    owner.close()
+    seen: list[str] = []
+    for page in range(4):
+        got = client.manage.v1.projects.requests.list(dgemu.project_id, limit=10.0, page=float(page))
+        seen += [r.request_id for r in got.requests]
+    assert len(seen) == 25 and set(seen) == ids
