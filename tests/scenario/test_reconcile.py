@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from usage_support import add_connection, add_customer, add_key, inject, make_requests
+from tests.usage_support import add_connection, add_customer, add_key, inject, make_requests
 
 from .usage_cli import KEY_ENV, Env
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from keyledger.db.tables_usage import sync_runs, sync_state, usage_records
-from usage_support import add_connection, add_customer, add_key, inject, ledger_rows, make_requests
+from tests.usage_support import add_connection, add_customer, add_key, inject, ledger_rows, make_requests
 
 from .usage_cli import KEY_ENV, Env
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from keyledger.core.money import loads_exact
 from keyledger.db.tables_usage import sync_runs, sync_state
-from usage_support import (
+from tests.usage_support import (
     add_connection,
     add_customer,
     add_key,

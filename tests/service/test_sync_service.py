@@ -18,7 +18,7 @@ from keyledger.provider.deepgram import DeepgramProvider
 from keyledger.provider.port import ProviderCredentials
 from keyledger.usage import store
 from keyledger.usage.service import SyncService
-from usage_support import (
+from tests.usage_support import (
     add_connection,
     add_customer,
     add_key,

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from keyledger.db.tables_usage import usage_records
 from keyledger.provider.port import UsageRecord
 from keyledger.usage import store
-from usage_support import (
+from tests.usage_support import (
     add_connection,
     add_customer,
     add_key,

@@ -17,6 +17,7 @@ Missing or extra fields are tolerated: a record is never dropped for a field it 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -231,23 +232,38 @@ class UsageAPI:
             self._line_items = LineItemResolver()
         return self._line_items
 
-    def list_requests(self, *, start: datetime, end: datetime, page: int, limit: int) -> RequestsPage:
-        body = self.http.request(
+    def _requests_body(self, start: datetime, end: datetime, page: int, limit: int) -> Any:
+        return self.http.request(
             "GET",
             f"{self.http.project_path}/requests",
             params={"start": format_instant(start), "end": format_instant(end), "limit": limit, "page": page},
         )
+
+    def list_requests(self, *, start: datetime, end: datetime, page: int, limit: int) -> RequestsPage:
+        body = self._requests_body(start, end, page, limit)
         return parse_requests_page(body, self._resolver(), page=page, limit=limit)
 
     def iter_requests(self, *, start: datetime, end: datetime, limit: int) -> Iterator[RequestsPage]:
-        """Every page between start and end (inclusive), newest first, until a short page."""
-        page = 0
-        while True:
-            result = self.list_requests(start=start, end=end, page=page, limit=limit)
-            yield result
-            if result.returned < limit:
-                return
-            page += 1
+        """Every page between start and end (inclusive), newest first, until a short page.
+
+        The next page is requested as soon as the current one is known to be full, so Deepgram serves it
+        while the caller stores this one (one request in flight at most; no call the plain loop would not
+        make)."""
+        resolve = self._resolver()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dg-prefetch") as pool:
+            pending: Future = pool.submit(self._requests_body, start, end, 0, limit)
+            page = 0
+            while True:
+                body = pending.result()
+                items = body.get("requests") if isinstance(body, dict) else None
+                full = isinstance(items, list) and len(items) >= limit
+                if full:
+                    pending = pool.submit(self._requests_body, start, end, page + 1, limit)
+                result = parse_requests_page(body, resolve, page=page, limit=limit)
+                yield result
+                if not full:
+                    return
+                page += 1
 
     def billing_breakdown(self, *, start: date, end: date) -> list[BillingRow]:
         body = self.http.request(
