@@ -4,7 +4,7 @@ beyond :func:`load_plan_file` reading the file it is given).
 Numbers are exact. YAML is *composed* (not loaded): every number is read from its source text, so
 ``price: 0.012`` is exactly ``Decimal("0.012")``, never a float; quoted strings (``"0.0120"``) and integers
 work too. Only plain decimal notation is accepted (no exponents, hex, octal, ``.inf``). TOML is read
-with ``parse_float=Decimal``. Errors name the file, the line and the field::
+with every float kept as its source text, like YAML. Errors name the file, the line and the field::
 
     plans/growth.yaml:12: rates."prerecorded::*".tiers[1].up_to: must be greater than 1000
 
@@ -144,7 +144,7 @@ def _yaml_tree(text: str, name: str) -> tuple[Any, Callable[[FieldPath], int | N
 
 def _toml_tree(text: str, name: str) -> tuple[Any, Callable[[FieldPath], int | None]]:
     try:
-        data = tomllib.loads(text, parse_float=Decimal)
+        data = tomllib.loads(text, parse_float=RawNumber)
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"\(at line (\d+), column \d+\)", msg)
