@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keyledger.core.errors import ProviderError
 from keyledger.core.money import loads_exact
@@ -15,6 +17,7 @@ from keyledger.provider.deepgram.usage import (
     format_instant,
     parse_billing_breakdown,
     parse_request,
+    parse_request_tolerant,
     parse_requests_page,
 )
 
@@ -135,3 +138,58 @@ def test_endpoints_and_instants():
     assert endpoint_of("/v1/agent/converse") == "agent"
     assert endpoint_of("/v1/projects") == "other"
     assert format_instant(datetime(2026, 11, 1, 12, tzinfo=UTC)) == "2026-11-01T12:00:00.000000Z"
+
+
+_num = st.one_of(
+    st.integers(-5, 10**6),
+    st.decimals(allow_nan=True, allow_infinity=True, places=6),
+    st.none(),
+    st.text(max_size=4),
+    st.booleans(),
+)
+_details = st.fixed_dictionaries(
+    {},
+    optional={
+        "usd": _num,
+        "total_audio": _num,
+        "characters": _num,
+        "tokens_in": _num,
+        "tokens_out": _num,
+        "method": st.sampled_from(["sync", "async", "streaming", "", 3]),
+        "models": st.one_of(
+            st.lists(st.sampled_from(["nova-3", "aura-2-x", "read", ""]), max_size=2), st.just("nova-3")
+        ),
+        "tags": st.one_of(st.lists(st.one_of(st.text(max_size=3), st.integers()), max_size=2), st.just("x")),
+    },
+)
+_raw = st.fixed_dictionaries(
+    {
+        "request_id": st.sampled_from(["r1", "r2"]),
+        "created": st.sampled_from(
+            [
+                "2026-11-01T12:00:00.123456Z",
+                "2026-11-01T12:00:00+02:00",
+                "2026-11-01T12:00:00",
+                "2026-11-01T12:00:00.5Z",
+            ]
+        ),
+    },
+    optional={
+        "path": st.sampled_from(
+            ["/v1/listen", "/v1/speak", "/v1/read", "/v1/agent", "/v2/listen", "/x", None]
+        ),
+        "code": st.one_of(st.sampled_from([200, 201, 400, 500]), st.none(), st.text(max_size=2)),
+        "api_key_id": st.sampled_from(["k", "", None]),
+        "accessor": st.just("acc"),
+        "response": st.one_of(
+            st.fixed_dictionaries({}, optional={"details": _details, "code": st.just(200)}), st.none()
+        ),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_raw)
+def test_fast_path_equals_tolerant_parse(raw):
+    resolve = LineItemResolver(NAMES)
+    assert parse_request(raw, resolve) == parse_request_tolerant(raw, resolve)

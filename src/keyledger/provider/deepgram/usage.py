@@ -109,8 +109,62 @@ class LineItemResolver:
         return found
 
 
+_FAST_ENDPOINTS = {prefix: name for prefix, name in _ENDPOINTS}
+_NUMBER = (Decimal, int)
+
+
 def parse_request(raw: dict[str, Any], resolve: LineItemResolver) -> UsageRecord:
-    """One request-log record → UsageRecord. Raises ValueError only when the record has no id or time."""
+    """One request-log record → UsageRecord. Raises ValueError only when the record has no id or time.
+
+    A fast path handles the well-formed successful record (the hot path of a sync); anything unusual
+    goes to :func:`parse_request_tolerant`, which gives the same result for the same input."""
+    try:
+        details = raw["response"]["details"]
+        endpoint = _FAST_ENDPOINTS[raw["path"]]
+        request_id, code, method = raw["request_id"], raw["code"], details["method"]
+        models, usd, tags = details["models"], details["usd"], details.get("tags")
+        model = models[0] if type(models) is list else None
+        api_key_id, created_s = raw["api_key_id"], raw["created"]
+    except (KeyError, TypeError, IndexError):
+        return parse_request_tolerant(raw, resolve)
+    if (
+        type(code) is not int or code >= 400 or type(request_id) is not str or not request_id
+        or type(method) is not str or not method or type(model) is not str or type(usd) not in _NUMBER
+        or type(api_key_id) is not str or not api_key_id or type(created_s) is not str
+        or (tags and (type(tags) is not list or any(type(t) is not str for t in tags)))
+        or (type(usd) is Decimal and not usd.is_finite())
+    ):
+        return parse_request_tolerant(raw, resolve)
+    if endpoint == "listen" or endpoint == "agent":
+        seconds = details.get("total_audio")
+        if type(seconds) not in _NUMBER or (type(seconds) is Decimal and not seconds.is_finite()):
+            return parse_request_tolerant(raw, resolve)
+        quantity = (seconds / _SIXTY).quantize(QUANTITY_QUANTUM, ROUND_HALF_EVEN)
+        unit = "minute"
+    elif endpoint == "speak":
+        chars = details.get("characters")
+        if type(chars) is not int:
+            return parse_request_tolerant(raw, resolve)
+        quantity, unit = Decimal(chars), "character"
+    else:
+        t_in, t_out = details.get("tokens_in"), details.get("tokens_out")
+        if type(t_in) is not int or type(t_out) is not int:
+            return parse_request_tolerant(raw, resolve)
+        quantity, unit = Decimal(t_in + t_out), "token"
+    try:
+        created = datetime.fromisoformat(created_s)
+    except ValueError:
+        return parse_request_tolerant(raw, resolve)
+    if created.tzinfo is None or created.utcoffset():
+        return parse_request_tolerant(raw, resolve)
+    return UsageRecord(
+        request_id, api_key_id, created, endpoint, method, model, resolve(method, model), unit, quantity,
+        Decimal(usd), code, tuple(tags) if tags else (),
+    )
+
+
+def parse_request_tolerant(raw: dict[str, Any], resolve: LineItemResolver) -> UsageRecord:
+    """The careful parse: any shape, missing or odd fields tolerated."""
     request_id = raw.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise ValueError("request record without request_id")
