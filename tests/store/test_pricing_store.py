@@ -110,3 +110,15 @@ def test_list_and_unknown_plans(engine, clock):
         service.plan_for(engine, "nope", date(2026, 1, 1))
     with pytest.raises(NotFound, match="no plan version 'plv_x'"):
         service.get_plan_version(engine, "plv_x")
+
+
+def test_price_period_uses_the_version_in_effect_at_the_period_start(engine, clock):
+    from keyledger.pricing.model import Period
+
+    imp(engine, clock, plan_text())
+    v2 = imp(engine, clock, plan_text(eff="2026-03-01").replace('"49.00"', '"59.00"')).version
+    usage = [("sync::nova-3", "minute", D(1500), D("6.45"))]
+    feb = service.price_period(engine, "growth", Period.month("2026-02"), usage)
+    mar = service.price_period(engine, "growth", Period.month("2026-03"), usage)
+    assert feb.version.version == 1 and mar.version.id == v2.id
+    assert (feb.rated.total, mar.rated.total) == (D("60.00"), D("70.00"))  # 8.00 + 3.00 usage + base fee

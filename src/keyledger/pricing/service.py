@@ -7,7 +7,7 @@ Rating itself is pure: :func:`keyledger.pricing.rate.rate_usage` (re-exported he
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -19,13 +19,13 @@ from keyledger.core.clock import Clock
 from keyledger.core.errors import Conflict, NotFound
 from keyledger.customers.store import write_audit
 from keyledger.pricing import store
-from keyledger.pricing.model import Plan, PlanVersion
+from keyledger.pricing.model import Period, Plan, PlanVersion, RatedPeriod
 from keyledger.pricing.plans import detect_format, load_plan_file, parse_plan_text
-from keyledger.pricing.rate import rate_usage
+from keyledger.pricing.rate import UsageInput, rate_usage
 
 __all__ = [
-    "ImportResult", "PlanSummary", "get_plan_version", "import_plan_file", "import_plan_text",
-    "list_plans", "plan_for", "plan_versions", "rate_usage",
+    "ImportResult", "PlanSummary", "PricedPeriod", "get_plan_version", "import_plan_file", "import_plan_text",
+    "list_plans", "plan_for", "plan_versions", "price_period", "rate_usage",
 ]
 
 DB = Engine | Connection
@@ -44,6 +44,12 @@ class PlanSummary:
     latest: PlanVersion  # the last imported
     current: PlanVersion | None  # in effect today (None: every version starts in the future)
     versions: int
+
+
+@dataclass(frozen=True)
+class PricedPeriod:
+    version: PlanVersion  # record version.id on the invoice: re-rating uses get_plan_version(id)
+    rated: RatedPeriod
 
 
 @contextmanager
@@ -143,3 +149,9 @@ def list_plans(db: DB, *, today: date) -> list[PlanSummary]:
             current = store.in_effect(conn, plan_id, today)
             out.append(PlanSummary(plan_id, versions[-1], current, len(versions)))
     return out
+
+
+def price_period(db: DB, plan_id: str, period: Period, usage: Iterable[UsageInput]) -> PricedPeriod:
+    """The period's usage priced under the plan version in effect at the period's start."""
+    version = plan_for(db, plan_id, period.start)
+    return PricedPeriod(version, rate_usage(version.plan, period, usage))
