@@ -22,7 +22,7 @@ from sqlalchemy import Engine, Row
 
 from keyledger.core.clock import Clock
 from keyledger.core.crypto import Cipher, associated_data
-from keyledger.core.errors import Conflict, Invalid, ProviderError
+from keyledger.core.errors import Conflict, Invalid, ProviderAuthError, ProviderError
 from keyledger.core.faults import fault_point
 from keyledger.core.ids import new_id
 from keyledger.customers import store
@@ -387,14 +387,27 @@ class KeyService:
             if conn.status != "active":
                 raise Conflict(f"connection {conn.name!r} is {conn.status}")
             pending = store.pending_operations(db, kind="create", customer_id=cust.id, connection_id=conn.id)
-            if pending:
-                op = pending[0]
-                self.notes.append(f"resuming interrupted key creation {op['id']} for {cust.external_id}")
-            else:
+        if pending:
+            op = pending[0]
+            self.notes.append(f"resuming interrupted key creation {op['id']} for {cust.external_id}")
+        else:
+            self._preflight(conn_row)  # wrong key / unreachable Deepgram: fail before anything is written
+            with _tx(self.deps.engine) as db:
+                cust = store.get_customer(db, cust.id)
+                self._require_active(cust)
                 op = self._new_create_op(
                     db, cust, conn, kind="create", scopes=scope_list, comment=comment, ttl=ttl_delta
                 )
         return self._run_create(op, cust, conn, conn_row, resumed=bool(pending), finish=True)
+
+    def _preflight(self, conn_row: Row) -> None:
+        """A cheap read with the connection's key, so a bad key or an unreachable Deepgram fails the
+        command before any key operation is recorded."""
+        provider = self.deps.provider_for(conn_row)
+        try:
+            provider.list_keys()
+        finally:
+            provider.close()
 
     def _require_active(self, cust: Customer) -> None:
         if cust.status != "active":
@@ -482,13 +495,17 @@ class KeyService:
                     expires_at=_parse_iso(request.get("expires_at")),
                 )
             except ProviderError as exc:
-                # The create may have happened even though we got no answer: look before giving up.
-                try:
-                    found = self._find_by_operation(provider, op["id"])
-                except ProviderError:
-                    raise ProviderError(
-                        f"{exc}; whether the key was created is unknown: run the same command again to finish"
-                    ) from None
+                # Unless Deepgram refused outright, the create may have happened without an answer
+                # reaching us: look before giving up.
+                found = None
+                if not isinstance(exc, ProviderAuthError):
+                    try:
+                        found = self._find_by_operation(provider, op["id"])
+                    except ProviderError:
+                        raise ProviderError(
+                            f"{exc}; whether the key was created is unknown: run the same command again "
+                            "to finish"
+                        ) from None
                 if found is not None:
                     return self._adopt(op, cust, conn, found, finish=finish)
                 with _tx(self.deps.engine) as db:
@@ -605,13 +622,18 @@ class KeyService:
             conn = store.get_connection(db, old.connection_id)
             conn_row = store.connection_row(db, old.connection_id)
             pending = store.pending_operations(db, kind="rotate", key_id=old.id)
-            if not pending:
-                if old.status != "active":
-                    raise Conflict(
-                        f"key {old.id} is {old.status}; create a new one: keyledger keys create {cust.id}"
-                    )
-                self._require_active(cust)
-                ttl = (old.expires_at - old.created_at) if old.expires_at else None
+        if pending:
+            op = pending[0]
+            self.notes.append(f"resuming interrupted rotation {op['id']} of {old.id}")
+        else:
+            if old.status != "active":
+                raise Conflict(
+                    f"key {old.id} is {old.status}; create a new one: keyledger keys create {cust.id}"
+                )
+            self._require_active(cust)
+            self._preflight(conn_row)
+            ttl = (old.expires_at - old.created_at) if old.expires_at else None
+            with _tx(self.deps.engine) as db:
                 op = self._new_create_op(
                     db,
                     cust,
@@ -623,9 +645,6 @@ class KeyService:
                     key_id=old.id,
                     replaces=old.id,
                 )
-            else:
-                op = pending[0]
-                self.notes.append(f"resuming interrupted rotation {op['id']} of {old.id}")
         issued = self._run_create(op, cust, conn, conn_row, resumed=bool(pending), finish=False)
         fault_point("keys.rotate_after_create")
         provider = self.deps.provider_for(conn_row)
@@ -653,30 +672,13 @@ class KeyService:
 
         Returns ``(key, already_revoked)``. A key already deleted at Deepgram revokes fine.
         """
-        now = self.deps.clock.now()
         with _tx(self.deps.engine) as db:
             key = store.get_key(db, ref)
             if key.status == "revoked":
                 return key, True
             conn_row = store.connection_row(db, key.connection_id)
-            pending = store.pending_operations(db, kind="revoke", key_id=key.id)
-            op = (
-                pending[0]
-                if pending
-                else store.insert_operation(
-                    db,
-                    {
-                        "id": new_id("op"),
-                        "kind": "revoke",
-                        "customer_id": key.customer_id,
-                        "connection_id": key.connection_id,
-                        "key_id": key.id,
-                        "state": "pending",
-                        "request": {"reason": reason, "api_key_id": key.api_key_id},
-                        "created_at": now,
-                    },
-                )
-            )
+        # Deleting is idempotent at Deepgram (a key already gone counts as deleted), so the operation
+        # is recorded with the outcome: a crash before the commit is finished by running revoke again.
         provider = self.deps.provider_for(conn_row)
         try:
             provider.delete_key(key.api_key_id)
@@ -684,8 +686,21 @@ class KeyService:
             provider.close()
         now = self.deps.clock.now()
         with _tx(self.deps.engine) as db:
+            op = store.insert_operation(
+                db,
+                {
+                    "id": new_id("op"),
+                    "kind": "revoke",
+                    "customer_id": key.customer_id,
+                    "connection_id": key.connection_id,
+                    "key_id": key.id,
+                    "state": "done",
+                    "request": {"reason": reason, "api_key_id": key.api_key_id},
+                    "created_at": now,
+                    "finished_at": now,
+                },
+            )
             store.mark_key_revoked(db, key.id, now)
-            store.finish_operation(db, op["id"], state="done", at=now)
             store.write_audit(
                 db,
                 at=now,
