@@ -291,12 +291,12 @@ def test_graduated_is_monotonic_and_volume_is_reached_price_times_quantity(ts, m
 
 
 @settings(max_examples=100, deadline=None)
-@given(plans(), usage_lines, st.integers(1, 4))
-def test_splitting_usage_into_more_rows_changes_nothing(p, usage, parts):
+@given(plans(), usage_lines, st.data())
+def test_splitting_usage_into_more_rows_changes_nothing(p, usage, data):
     split = []
     for u in usage:
-        q, c = u.quantity, u.provider_cost_usd
-        for _ in range(parts - 1):
-            split.append(UsageLine(u.line_item, u.unit, D(0), D(0), u.byo))
-        split.append(UsageLine(u.line_item, u.unit, q, c, u.byo))
+        q_part = data.draw(st.decimals(min_value=0, max_value=u.quantity, places=4))
+        c_part = data.draw(st.decimals(min_value=0, max_value=u.provider_cost_usd, places=6))
+        split.append(UsageLine(u.line_item, u.unit, q_part, c_part, u.byo))
+        split.append(UsageLine(u.line_item, u.unit, u.quantity - q_part, u.provider_cost_usd - c_part, u.byo))
     assert rate_usage(p, JAN, split) == rate_usage(p, JAN, usage)
