@@ -24,7 +24,7 @@ MISSING = {"INVALID_AUTH", "UNAUTHORIZED"}
 FORBIDDEN = {"FORBIDDEN", "INSUFFICIENT_PERMISSIONS"}
 DENIED = INVALID | FORBIDDEN  # a grant token on management: 401 or 403 are both "rejected"
 
-ENDPOINTS = ["keys", "members", "billing", "requests", "listen", "grant"]
+ENDPOINTS = ["project", "keys", "members", "usage", "billing", "requests", "listen", "grant"]
 
 
 @dataclass
@@ -35,6 +35,10 @@ class Creds:
 def _call(dg, endpoint: str, headers: dict[str, str]) -> httpx.Response:
     pid = dg.project_id
     with httpx.Client(base_url=dg.base_url, timeout=30, headers=headers) as c:
+        if endpoint == "project":
+            return c.get(f"/v1/projects/{pid}")
+        if endpoint == "usage":
+            return c.get(f"/v1/projects/{pid}/usage")
         if endpoint == "keys":
             return c.get(f"/v1/projects/{pid}/keys")
         if endpoint == "members":
@@ -57,6 +61,9 @@ def creds(dgemu) -> Creds:
     pid = dgemu.project_id
     member = spec.create_key(owner, pid, ["member"])
     usage = spec.create_key(owner, pid, ["usage:write"])
+    admin = spec.create_key(owner, pid, ["admin"])
+    keys_read = spec.create_key(owner, pid, ["keys:read"])
+    billing_read = spec.create_key(owner, pid, ["billing:read"])
     deleted = spec.create_key(owner, pid, ["member"])
     assert owner.delete(f"/v1/projects/{pid}/keys/{deleted['api_key_id']}").status_code == 200
     expired = spec.create_key(owner, pid, ["member"], time_to_live_in_seconds=1)
@@ -73,6 +80,9 @@ def creds(dgemu) -> Creds:
         "owner": {"Authorization": f"Token {dgemu.owner_key}"},
         "member": {"Authorization": f"Token {member['key']}"},
         "usage": {"Authorization": f"Token {usage['key']}"},
+        "admin": {"Authorization": f"Token {admin['key']}"},
+        "keys:read": {"Authorization": f"Token {keys_read['key']}"},
+        "billing:read": {"Authorization": f"Token {billing_read['key']}"},
         "deleted": {"Authorization": f"Token {deleted['key']}"},
         "expired": {"Authorization": f"Token {expired['key']}"},
         "bearer": {"Authorization": f"Bearer {grant['access_token']}"},
@@ -101,12 +111,13 @@ MATRIX: dict[str, dict[str, tuple[int | set[int], set[str] | None]]] = {
     "no-scheme": {e: (401, MISSING) for e in ENDPOINTS},
     "basic": {e: (401, MISSING) for e in ENDPOINTS},
     "owner": {e: (OK, None) for e in ENDPOINTS},
-    "member": {"keys": (OK, None), "members": (403, FORBIDDEN), "billing": (403, FORBIDDEN),
-               "requests": (OK, None), "listen": (OK, None), "grant": (OK, None)},
-    "usage": {"keys": (403, FORBIDDEN), "members": (403, FORBIDDEN), "billing": (403, FORBIDDEN),
-              "requests": (403, FORBIDDEN), "listen": (OK, None), "grant": (403, FORBIDDEN)},
-    "bearer": {"keys": ({401, 403}, DENIED), "members": ({401, 403}, DENIED), "billing": ({401, 403}, DENIED),
-               "requests": ({401, 403}, DENIED), "listen": (OK, None), "grant": ({401, 403}, DENIED)},
+    "admin": {e: (OK, None) for e in ENDPOINTS},
+    "member": {**{e: (OK, None) for e in ENDPOINTS}, "members": (403, FORBIDDEN),
+               "billing": (403, FORBIDDEN)},
+    "usage": {**{e: (403, FORBIDDEN) for e in ENDPOINTS}, "listen": (OK, None)},
+    "keys:read": {**{e: (403, FORBIDDEN) for e in ENDPOINTS}, "keys": (OK, None)},
+    "billing:read": {**{e: (403, FORBIDDEN) for e in ENDPOINTS}, "billing": (OK, None)},
+    "bearer": {**{e: ({401, 403}, DENIED) for e in ENDPOINTS}, "listen": (OK, None)},
     "expired-bearer": {e: (401, INVALID) for e in ENDPOINTS},
     "bearer-garbage": {e: (401, INVALID) for e in ENDPOINTS},
 }
