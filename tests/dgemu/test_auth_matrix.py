@@ -220,3 +220,31 @@ def test_ws_handshake_auth(dgemu) -> None:
     assert _ws(dgemu, subprotocols=["token", usage["key"]]) == 101
     assert _ws(dgemu, subprotocols=["bearer", token]) == 101
     assert _ws(dgemu, subprotocols=["token", "nope"]) == 401
+
+
+def test_projects_are_isolated(dgemu) -> None:
+    """A key of another project (a customer's own Deepgram account) sees nothing of this one: 404
+    PROJECT_NOT_FOUND (API_NOTES §1.5, "not linked to the key"); its usage is recorded in its own project."""
+    with dgemu.client() as owner:
+        other = owner.post("/_emulator/projects", json={"name": "customer account"})
+        assert other.status_code == 200, other.text
+        other = other.json()
+        main_key = spec.create_key(owner, dgemu.project_id, ["usage:write"])
+    pid, opid = dgemu.project_id, other["project_id"]
+    assert opid != pid
+    with dgemu.client(other["owner_key"]) as oc:
+        listed = spec.check_ok(oc.get("/v1/projects"))
+        assert [p["project_id"] for p in listed["projects"]] == [opid]
+        for path in ("", "/keys", "/requests", "/usage", "/billing/breakdown", "/balances",
+                     f"/keys/{main_key['api_key_id']}"):
+            spec.check_error(oc.get(f"/v1/projects/{pid}{path}"), 404, {"PROJECT_NOT_FOUND"})
+        spec.check_error(oc.delete(f"/v1/projects/{pid}/keys/{main_key['api_key_id']}"), 404,
+                         {"PROJECT_NOT_FOUND"})
+        rid = spec.check_ok(_call(dgemu, "listen", {"Authorization": f"Token {other['owner_key']}"}))[
+            "metadata"]["request_id"]
+        assert spec.check_ok(oc.get(f"/v1/projects/{opid}/requests/{rid}"))["request"]["project_uuid"] == opid
+    with dgemu.client() as owner:
+        assert opid not in {p["project_id"] for p in spec.check_ok(owner.get("/v1/projects"))["projects"]}
+        spec.check_error(owner.get(f"/v1/projects/{opid}/keys"), 404, {"PROJECT_NOT_FOUND"})
+        spec.check_error(owner.get(f"/v1/projects/{pid}/requests/{rid}"), 404)
+        assert spec.check_ok(owner.get(f"/v1/projects/{pid}/requests"))["requests"] == []
