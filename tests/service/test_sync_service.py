@@ -219,3 +219,25 @@ def test_second_sync_waits_for_a_live_lease_then_skips(setup):
     assert run.status == "skipped" and run.inserted == 0
     with engine.connect() as conn:
         assert conn.execute(select(sync_state.c.lease_owner)).scalar() == "elsewhere|1|run_x"
+
+
+def test_key_without_billing_scope_still_syncs_with_known_line_items(setup):
+    engine, dgemu = setup
+    inject(dgemu, make_requests(300, keys=["dg-a"], start=now() - timedelta(days=1), end=now()))
+    service(engine, dgemu).sync()
+    with dgemu.client() as c:
+        r = c.post(
+            f"/v1/projects/{dgemu.project_id}/keys", json={"comment": "usage only", "scopes": ["usage:read"]}
+        )
+        r.raise_for_status()
+        usage_only = r.json()["key"]
+    inject(dgemu, make_requests(100, keys=["dg-a"], start=now() - timedelta(minutes=30), end=now(), seed=4))
+    svc = service(engine, dgemu)
+    svc.open_provider = lambda _c: DeepgramProvider(
+        ProviderCredentials(dgemu.base_url, dgemu.project_id, usage_only), max_retries=0
+    )
+    [run] = svc.sync()
+    assert run.status == "succeeded" and run.inserted == 100
+    assert_ledger_equals_dgemu(engine, dgemu)
+    items = {r["line_item"] for r in ledger_rows(engine)}
+    assert "streaming::nova-3" in items and not any(i.endswith("nova-3-medical") for i in items)

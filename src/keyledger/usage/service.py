@@ -260,8 +260,15 @@ class SyncService:
         watermark: datetime | None,
         report: RunReport,
     ) -> None:
-        labels = provider.line_item_labels(start=interval.start.date(), end=interval.end.date())
-        provider.use_line_items(list(labels))
+        try:
+            names = list(provider.line_item_labels(start=interval.start.date(), end=interval.end.date()))
+        except ProviderError as exc:
+            # A key without billing:read (a BYO key has usage scopes only), or billing/fields failing:
+            # map models onto the line items the ledger already knows rather than stop the sync.
+            with self.engine.connect() as conn:
+                names = store.known_line_items(conn)
+            log.warning("sync.line_items_unavailable", connection=c.name, error=str(exc), known=len(names))
+        provider.use_line_items(names)
         windows = model.split_windows(interval, self.settings.sync_window_days)
         report.windows = len(windows)
         limit = self.settings.sync_page_limit

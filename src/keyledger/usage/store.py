@@ -12,7 +12,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
@@ -494,5 +493,6 @@ def ledger_by_key(conn: Connection, *, connection_ids: list[str], start: date, e
     return [dict(r) for r in conn.execute(stmt).mappings().all()]
 
 
-def zero() -> Decimal:
-    return Decimal(0)
+def known_line_items(conn: Connection) -> list[str]:
+    """Every line-item name the ledger has seen (a fallback when billing/fields cannot be read)."""
+    return list(conn.execute(select(usage_daily.c.line_item).distinct()).scalars())
