@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from keyledger.core.errors import Invalid
@@ -60,15 +61,9 @@ class Pattern:
         return _compile(self.text).fullmatch(line_item) is not None
 
 
-_COMPILED: dict[str, re.Pattern[str]] = {}
-
-
+@lru_cache(maxsize=4096)
 def _compile(text: str) -> re.Pattern[str]:
-    rx = _COMPILED.get(text)
-    if rx is None:
-        rx = re.compile(".*".join(re.escape(part) for part in text.split("*")), re.DOTALL)
-        _COMPILED[text] = rx
-    return rx
+    return re.compile(".*".join(re.escape(part) for part in text.split("*")), re.DOTALL)
 
 
 def most_specific(patterns: list[Pattern], line_item: str, what: str) -> Pattern | None:

@@ -17,7 +17,7 @@ Steps, in order (docs/pricing.md has the why):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from keyledger.core.errors import Invalid
@@ -216,10 +216,12 @@ def _rate_card(plan: Plan, billed: list[UsageLine]) -> list[PricedLine]:
             start = position.get(rate.pattern, Decimal(0))
             segments = graduated.segments(r.billable, rate.tiers, start)
             position[rate.pattern] = EXACT.add(start, r.billable)
-            idle = Segment(Decimal(0), *reversed(graduated.price_at(start, rate.tiers)))
+            number, price = graduated.price_at(start, rate.tiers)
+            idle = Segment(Decimal(0), price, number)
         else:
             segments = volume.segments(r.billable, rate.tiers, reached[rate.pattern])
-            idle = Segment(Decimal(0), *reversed(volume.reached_tier(reached[rate.pattern], rate.tiers)))
+            number, price = volume.reached_tier(reached[rate.pattern], rate.tiers)
+            idle = Segment(Decimal(0), price, number)
         item_lines: list[PricedLine] = []
         if r.free:
             item_lines.append(PricedLine(
@@ -242,7 +244,6 @@ def _rate_card(plan: Plan, billed: list[UsageLine]) -> list[PricedLine]:
                 rate=rate.pattern.text,
             ))
         # A line item's provider cost is carried on its first line (sum by line_item for margins).
-        first = item_lines[0]
-        item_lines[0] = PricedLine(**{**first.__dict__, "provider_cost_usd": u.provider_cost_usd})
+        item_lines[0] = replace(item_lines[0], provider_cost_usd=u.provider_cost_usd)
         out.extend(item_lines)
     return out
