@@ -26,7 +26,14 @@ from sqlalchemy import Engine
 
 from keyledger.core.clock import Clock
 from keyledger.core.config import Settings
-from keyledger.core.errors import Conflict, Invalid, KeyledgerError, NotFound, ProviderError
+from keyledger.core.errors import (
+    Conflict,
+    Invalid,
+    KeyledgerError,
+    NotFound,
+    ProviderAuthError,
+    ProviderError,
+)
 from keyledger.core.faults import fault_point
 from keyledger.core.ids import new_id
 from keyledger.core.money import round_money
@@ -262,9 +269,9 @@ class SyncService:
     ) -> None:
         try:
             names = list(provider.line_item_labels(start=interval.start.date(), end=interval.end.date()))
-        except ProviderError as exc:
-            # A key without billing:read (a BYO key has usage scopes only), or billing/fields failing:
-            # map models onto the line items the ledger already knows rather than stop the sync.
+        except ProviderAuthError as exc:
+            # A key without billing:read (a BYO key has usage scopes only): map models onto the line
+            # items the ledger already knows rather than stop the sync. Other failures fail the run.
             with self.engine.connect() as conn:
                 names = store.known_line_items(conn)
             log.warning("sync.line_items_unavailable", connection=c.name, error=str(exc), known=len(names))
