@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -199,6 +200,13 @@ def test_every_data_plane_call_is_attributed_and_priced(dgemu, owner) -> None:
 
     assert len({e.request_id for e in expected}) == len(expected), "request ids must be unique"
 
+    # ---- money on the wire: exact fixed-point JSON numbers, at most 10 decimals (docs/dgemu.md)
+    raw = owner.get(f"/v1/projects/{pid}/requests", params={"limit": 1000}).text
+    amounts = re.findall(r'"usd":([^,}]+)', raw)
+    assert len(amounts) == len(expected)
+    for text in amounts:
+        assert re.fullmatch(r"-?\d+(\.\d{1,10})?", text), f"usd written as {text!r}"
+
     # ---- each record
     problems = []
     for e in expected:
@@ -243,6 +251,9 @@ def test_every_data_plane_call_is_attributed_and_priced(dgemu, owner) -> None:
                                       ("grouping", "line_item")]))
     spec.assert_valid(spec.response_validator("GET", "/v1/projects/{project_id}/billing/breakdown"),
                       json.loads(json.dumps(bill, default=float)), "billing breakdown")
+    raw_bill = owner.get(f"/v1/projects/{pid}/billing/breakdown", params={"start": today, "end": today}).text
+    for text in re.findall(r'"dollars":([^,}]+)', raw_bill):
+        assert re.fullmatch(r"-?\d+(\.\d{1,10})?", text), f"dollars written as {text!r}"
     got = {(r["grouping"]["accessor"], r["grouping"]["line_item"]): r["dollars"] for r in bill["results"]}
     want: dict[tuple[str, str], Decimal] = {}
     for e in expected:

@@ -552,6 +552,18 @@ def test_listen_rest_conforms(world: World, channels: int, multichannel: bool) -
     assert rec["path"] == "/v1/listen" and rec["api_key_id"] == world.key_id
 
 
+def test_listen_callback_is_accepted_async(world: World) -> None:
+    """With ``callback`` the 200 is ``ListenV1AcceptedResponse`` and the request is logged as ``async``."""
+    audio = tone("1")
+    with world.dg.client(world.key_secret) as c:
+        resp = c.post("/v1/listen", params={"model": "nova-3", "callback": "http://127.0.0.1:9/callback"},
+                      content=audio.wav(), headers={"Content-Type": "audio/wav"})
+    body = spec.check_ok(resp, "/v1/listen")
+    assert set(body) == {"request_id"}, body
+    rec = spec.check_ok(world.owner.get(f"/v1/projects/{world.pid}/requests/{body['request_id']}"))["request"]
+    assert rec["response"]["details"]["method"] == "async" and rec["api_key_id"] == world.key_id
+
+
 def test_listen_octet_stream_conforms(world: World) -> None:
     """The SDK's transcribe_file sends Content-Type application/octet-stream."""
     audio = tone("1")
