@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 try:  # tests/ is on sys.path (rootdir conftest) unless tests/ becomes a package
@@ -449,6 +449,21 @@ def test_unclaimed_get_operations_are_not_served(dgemu) -> None:
             if resp.status_code < 300:
                 served.append(template)
     assert not served, f"dgemu serves operations the conformance test does not cover: {served}"
+
+
+def test_unclaimed_websocket_channels_are_not_served(dgemu) -> None:
+    """Of the AsyncAPI channels only live ``/v1/listen`` is claimed (and checked above)."""
+    channels = set(spec.asyncapi()["channels"])
+    assert {c for c, _ in CLAIMED_WS} <= channels
+    served = []
+    for channel in sorted(channels - {c for c, _ in CLAIMED_WS}):
+        try:
+            auth = {"Authorization": f"Token {dgemu.owner_key}"}
+            with ws_connect(f"{dgemu.ws_url}{channel}?model=x", additional_headers=auth, open_timeout=10):
+                served.append(channel)
+        except InvalidStatus as exc:
+            assert exc.response.status_code < 500, (channel, exc.response.status_code)
+    assert not served, f"dgemu serves WebSocket channels the conformance test does not cover: {served}"
 
 
 # --------------------------------------------------------------------------- errors: ErrorResponse
