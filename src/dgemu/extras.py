@@ -13,8 +13,8 @@ from . import errors, timeutil
 from .common import (
     ENUMS,
     Emulator,
-    make_record,
     parse_json_body,
+    quantize_duration,
     require_owner,
     tts_duration,
 )
@@ -80,6 +80,8 @@ def _str_tuple(item: dict, name: str, i: int) -> tuple[str, ...]:
     v = item.get(name)
     if v is None:
         return ()
+    if v.__class__ is list and all(t.__class__ is str for t in v):
+        return tuple(v)
     if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
         raise _fail(i, f"'{name}' must be a list of strings")
     return tuple(v)
@@ -102,93 +104,127 @@ async def inject_requests(emu: Emulator, request: Request) -> Any:
     seen: set[str] = set()
     row_cache: dict[tuple[str, str, str], Any] = {}
     prices = store.prices
+    cost = prices.cost
+    existing = project.log.by_id
+    now = timeutil.now_us()
+    visible = now + int(store.faults.late_record_seconds * 1_000_000)
+    fresh_ids = store.new_uuids(sum(1 for it in items if isinstance(it, dict) and "request_id" not in it))
+    fresh_pos = 0
+    parse_dt = timeutil.parse_datetime
+    to_us = timeutil.to_us
+    zero = Decimal(0)
+    num = (int, Decimal)
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise _fail(i, "must be an object")
-        key_id = item.get("api_key_id")
+        get = item.get
+        key_id = get("api_key_id")
         if not isinstance(key_id, str) or not key_id:
             raise _fail(i, "'api_key_id' must be a non-empty string")
-        created_us = _parse_created(item.get("created"), i)
-        endpoint = item.get("endpoint")
-        if endpoint not in ENUMS["endpoint"]:
-            raise _fail(i, "'endpoint' must be one of listen, speak, read, agent")
-        method = item.get("method", "streaming" if endpoint == "agent" else "sync")
-        if method not in ENUMS["method"]:
-            raise _fail(i, "'method' must be one of sync, async, streaming")
-        model = item.get("model") or DEFAULT_MODELS[endpoint]
-        if not isinstance(model, str):
-            raise _fail(i, "'model' must be a string")
+        created = get("created")
+        try:
+            created_us = to_us(parse_dt(created))
+        except (ValueError, OverflowError, TypeError, AttributeError):
+            raise _fail(i, "'created' must be an ISO 8601 date-time string") from None
+        endpoint = get("endpoint")
+        method = get("method") or ("streaming" if endpoint == "agent" else "sync")
+        model = get("model") or DEFAULT_MODELS.get(endpoint, "")
         ck = (endpoint, method, model)
         row = row_cache.get(ck)
         if row is None:
+            if endpoint not in ENUMS["endpoint"]:
+                raise _fail(i, "'endpoint' must be one of listen, speak, read, agent")
+            if method not in ENUMS["method"]:
+                raise _fail(i, "'method' must be one of sync, async, streaming")
+            if not isinstance(model, str):
+                raise _fail(i, "'model' must be a string")
             try:
                 row = row_cache[ck] = prices.row_for(endpoint, method, model)
             except UnknownModel as exc:
                 raise _fail(i, str(exc)) from None
-        code = _nonneg_int(item, "code", i, 200)
-        if not 100 <= code <= 599:
-            raise _fail(i, "'code' must be an HTTP status")
-        channels = _nonneg_int(item, "channels", i, 1)
-        if channels < 1:
-            raise _fail(i, "'channels' must be at least 1")
-        multichannel = item.get("multichannel", channels > 1)
+        code = get("code", 200)
+        if code != 200:
+            code = _nonneg_int(item, "code", i, 200)
+            if not 100 <= code <= 599:
+                raise _fail(i, "'code' must be an HTTP status")
+        channels = get("channels", 1)
+        if channels != 1:
+            channels = _nonneg_int(item, "channels", i, 1)
+            if channels < 1:
+                raise _fail(i, "'channels' must be at least 1")
+        multichannel = get("multichannel", channels > 1)
         if not isinstance(multichannel, bool):
             raise _fail(i, "'multichannel' must be a boolean")
-        duration = Decimal(0)
         characters = tokens_in = tokens_out = 0
-        if endpoint in ("listen", "agent"):
-            d = item.get("duration_seconds")
-            if isinstance(d, bool) or not isinstance(d, (int, Decimal)) or not 0 <= d <= MAX_SECONDS:
+        if endpoint == "listen" or endpoint == "agent":
+            d = get("duration_seconds")
+            if d.__class__ not in num or not 0 <= d <= MAX_SECONDS:
                 raise _fail(i, f"'duration_seconds' must be a number between 0 and {MAX_SECONDS}")
-            duration = Decimal(d)
+            duration = quantize_duration(Decimal(d))
+            total = duration * channels if multichannel and endpoint == "listen" else duration
         elif endpoint == "speak":
             characters = _nonneg_int(item, "characters", i)
             duration = tts_duration(characters)
+            total = zero
         else:
+            duration = total = zero
             tokens_in = _nonneg_int(item, "tokens_in", i)
             tokens_out = _nonneg_int(item, "tokens_out", i, 0)
-        rid = item.get("request_id")
+        rid = get("request_id")
         if rid is None:
-            rid = store.new_uuid()
+            rid = fresh_ids[fresh_pos]
+            fresh_pos += 1
         elif not isinstance(rid, str) or not rid or len(rid) > 128:
             raise _fail(i, "'request_id' must be a non-empty string")
-        elif rid in seen or rid in project.log.by_id:
+        elif rid in seen or rid in existing:
             raise errors.legacy(
                 409, "DUPLICATE_REQUEST_ID", f"requests[{i}]: request_id {rid!r} already exists."
             )
-        seen.add(rid)
-        config = item.get("config")
-        if config is not None and not isinstance(config, dict):
-            raise _fail(i, "'config' must be an object")
+        else:
+            seen.add(rid)
+        config = get("config")
         if config is None:
             config = {"model": model}
-        deployment = item.get("deployment", "hosted")
-        if deployment not in ENUMS["deployment"]:
+        elif not isinstance(config, dict):
+            raise _fail(i, "'config' must be an object")
+        deployment = get("deployment", "hosted")
+        if deployment != "hosted" and deployment not in ENUMS["deployment"]:
             raise _fail(i, "'deployment' must be one of hosted, beta, self-hosted")
+        path = get("path")
+        if not isinstance(path, str):
+            path = f"/v1/{endpoint}"
+        ok = code < 300
+        usd = (
+            cost(row, seconds=total, characters=characters, tokens_in=tokens_in, tokens_out=tokens_out)
+            if ok
+            else zero
+        )
         records.append(
-            make_record(
-                store,
-                request_id=rid,
-                created_us=created_us,
-                api_key_id=key_id,
-                path=item.get("path") if isinstance(item.get("path"), str) else f"/v1/{endpoint}",
-                endpoint=endpoint,
-                method=method,
-                model=model,
-                row=row,
-                duration=duration,
-                channels=channels,
-                multichannel=multichannel and endpoint == "listen",
-                characters=characters,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                tags=_str_tuple(item, "tags", i),
-                features=_str_tuple(item, "features", i),
-                config=config,
-                code=code,
-                message=None if code < 300 else "injected failure",
-                deployment=deployment,
-                completed_us=created_us,
+            Record(
+                rid,
+                created_us,
+                key_id,
+                path,
+                code,
+                deployment,
+                endpoint,
+                method,
+                model,
+                row.line_item if ok else None,
+                duration,
+                total,
+                channels,
+                1,
+                characters,
+                tokens_in,
+                tokens_out,
+                usd,
+                _str_tuple(item, "tags", i),
+                _str_tuple(item, "features", i),
+                config,
+                created_us,
+                visible,
+                None if ok else "injected failure",
             )
         )
     store.add_records(project, records)

@@ -15,11 +15,13 @@ from .common import (
     Emulator,
     Query,
     authenticate,
+    model_uuid,
     parse_json_body,
     project_for,
     require,
 )
 from .store import Key, Project, Record
+from .timeutil import DAY_US
 
 HOURS_PLACES = Decimal("1E-10")
 MODEL_CATALOG = (
@@ -342,7 +344,59 @@ def _model_names(value: str) -> set[str]:
     return names
 
 
-def _usage_filter(q: Query) -> tuple[dict[str, str], Callable[[Record], bool]]:
+# Aggregation rows: (day number, key, [usd, requests, duration, total_audio, characters, tok_in, tok_out]),
+# key = (api_key_id, deployment, line_item, tags, endpoint, method, model, features) of succeeded records.
+K_ACC, K_DEP, K_LI, K_TAGS, K_END, K_METH, K_MODEL, K_FEAT = range(8)
+
+
+def _rows(p: Project, filters: dict[str, str], start: int | None, end: int | None, now: int):
+    """Daily aggregates when the range is whole UTC days (the documented form), else record by record."""
+    aligned = (start is None or start % DAY_US == 0) and (end is None or (end + 1) % DAY_US == 0)
+    if aligned:
+        yield from p.log.aggregates(start, end, now)
+        return
+    for r in p.log.scan(filters, start, end, now):
+        if r.code < 300:
+            k = (r.api_key_id, r.deployment, r.line_item, r.tags, r.endpoint, r.method, r.model, r.features)
+            yield (
+                r.created_us // DAY_US,
+                k,
+                [r.usd, 1, r.duration, r.total_audio, r.characters, r.tokens_in, r.tokens_out],
+            )
+
+
+def _key_filter(
+    filters: dict[str, str],
+    tag: str | None = None,
+    models: set[str] | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    line_item: str | None = None,
+) -> Callable[[tuple], bool]:
+    checks = [
+        (pos, filters[name])
+        for name, pos in (("accessor", K_ACC), ("deployment", K_DEP), ("endpoint", K_END), ("method", K_METH))
+        if name in filters
+    ]
+    if line_item is not None:
+        checks.append((K_LI, line_item))
+
+    def ok(k: tuple) -> bool:
+        for pos, v in checks:
+            if k[pos] != v:
+                return False
+        if tag is not None and tag not in k[K_TAGS]:
+            return False
+        if models is not None and k[K_MODEL] not in models:
+            return False
+        if include and not any(f in k[K_FEAT] for f in include):
+            return False
+        return not (exclude and any(f in k[K_FEAT] for f in exclude))
+
+    return ok
+
+
+def _usage_filter(q: Query) -> tuple[dict[str, str], Callable[[tuple], bool]]:
     filters: dict[str, str] = {}
     accessor = q.get("accessor")
     if accessor is not None:
@@ -366,19 +420,7 @@ def _usage_filter(q: Query) -> tuple[dict[str, str], Callable[[Record], bool]]:
             exclude.append(f)
         else:
             raise errors.bad_query(f"Invalid value for '{f}': expected true or false.")
-
-    def extra(r: Record) -> bool:
-        if r.code >= 300:
-            return False
-        if tag is not None and tag not in r.tags:
-            return False
-        if models is not None and r.model not in models:
-            return False
-        if include and not any(f in r.features for f in include):
-            return False
-        return not (exclude and any(f in r.features for f in exclude))
-
-    return filters, extra
+    return filters, _key_filter(filters, tag, models, include, exclude)
 
 
 def _resolve_days(p: Project, start: int | None, end: int | None, now: int) -> tuple[str, str]:
@@ -404,18 +446,30 @@ class _Usage:
         self.chars = 0
         self.requests = 0
 
-    def add(self, r: Record) -> None:
-        self.requests += 1
-        if r.endpoint == "listen":
-            self.hours_s += r.duration
-            self.total_s += r.total_audio
-        elif r.endpoint == "agent":
-            self.agent_s += r.total_audio
-        elif r.endpoint == "speak":
-            self.chars += r.characters
-        elif r.endpoint == "read":
-            self.tokens_in += r.tokens_in
-            self.tokens_out += r.tokens_out
+    def add(self, k: tuple, a: list) -> None:
+        self.requests += a[1]
+        endpoint = k[K_END]
+        if endpoint == "listen":
+            self.hours_s += a[2]
+            self.total_s += a[3]
+        elif endpoint == "agent":
+            self.agent_s += a[3]
+        elif endpoint == "speak":
+            self.chars += a[4]
+        elif endpoint == "read":
+            self.tokens_in += a[5]
+            self.tokens_out += a[6]
+
+    def view(self) -> dict:
+        return {
+            "hours": _hours(self.hours_s),
+            "total_hours": _hours(self.total_s),
+            "agent_hours": _hours(self.agent_s),
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "tts_characters": self.chars,
+            "requests": self.requests,
+        }
 
 
 def _hours(seconds: Decimal) -> Decimal:
@@ -426,88 +480,90 @@ def _usage_window(emu: Emulator, request: Request):
     _, p = _ctx(emu, request, "project:read", "usage:read")
     q = Query(request.query_params)
     start, end = q.range()
-    filters, extra = _usage_filter(q)
-    return p, q, start, end, filters, extra
+    filters, keep = _usage_filter(q)
+    return p, q, start, end, filters, keep
+
+
+RESOLUTION = {"units": "day", "amount": 1}
 
 
 async def usage_summary(emu: Emulator, request: Request) -> Any:
-    p, q, start, end, filters, extra = _usage_window(emu, request)
+    p, q, start, end, filters, keep = _usage_window(emu, request)
     now = timeutil.now_us()
-    days: dict[str, _Usage] = {}
+    days: dict[int, _Usage] = {}
     with emu.store.lock:
-        for r in p.log.iter_range(filters, start, end, now, extra):
-            day = timeutil.day_of(r.created_us)
-            u = days.get(day)
+        for dn, k, a in _rows(p, filters, start, end, now):
+            if not keep(k):
+                continue
+            u = days.get(dn)
             if u is None:
-                u = days[day] = _Usage()
-            u.add(r)
+                u = days[dn] = _Usage()
+            u.add(k, a)
         start_day, end_day = _resolve_days(p, start, end, now)
-    results = [
-        {
-            "start": d,
-            "end": d,
-            "hours": _hours(u.hours_s),
-            "total_hours": _hours(u.total_s),
-            "agent_hours": _hours(u.agent_s),
-            "requests": u.requests,
-            "tokens": {"in": u.tokens_in, "out": u.tokens_out},
-            "tts_characters": u.chars,
-        }
-        for d, u in sorted(days.items())
-    ]
-    return {
-        "start": start_day,
-        "end": end_day,
-        "resolution": {"units": "day", "amount": 1},
-        "results": results,
-    }
+    results = []
+    for dn in sorted(days):
+        d = timeutil.day_of(dn * DAY_US)
+        v = days[dn].view()
+        results.append(
+            {
+                "start": d,
+                "end": d,
+                "hours": v["hours"],
+                "total_hours": v["total_hours"],
+                "agent_hours": v["agent_hours"],
+                "requests": v["requests"],
+                "tokens": {"in": v["tokens_in"], "out": v["tokens_out"]},
+                "tts_characters": v["tts_characters"],
+            }
+        )
+    return {"start": start_day, "end": end_day, "resolution": RESOLUTION, "results": results}
 
 
 USAGE_GROUPINGS = ("accessor", "endpoint", "feature_set", "models", "method", "tags", "deployment")
+_USAGE_POS = {
+    "accessor": K_ACC,
+    "endpoint": K_END,
+    "feature_set": K_FEAT,
+    "models": K_MODEL,
+    "method": K_METH,
+    "tags": K_TAGS,
+    "deployment": K_DEP,
+}
+
+
+def _sort_value(v: Any) -> str:
+    return json.dumps(v, default=list)
 
 
 async def usage_breakdown(emu: Emulator, request: Request) -> Any:
-    p, q, start, end, filters, extra = _usage_window(emu, request)
+    p, q, start, end, filters, keep = _usage_window(emu, request)
     groupings = q.getlist("grouping")
     grouping = None
     if groupings:
-        vals = set(groupings)
+        vals = {"models" if g == "model" else g for g in groupings}
         if len(vals) > 1:
             raise errors.bad_query("Invalid value for 'grouping': only one grouping is allowed.")
-        grouping = groupings[0]
-        if grouping == "model":
-            grouping = "models"
+        grouping = vals.pop()
         if grouping not in USAGE_GROUPINGS:
             raise errors.bad_query(
                 f"Invalid value for 'grouping': expected one of {', '.join(USAGE_GROUPINGS)}."
             )
     now = timeutil.now_us()
+    pos = _USAGE_POS.get(grouping) if grouping else None
     rows: dict[tuple, _Usage] = {}
     with emu.store.lock:
-        for r in p.log.iter_range(filters, start, end, now, extra):
-            gv: Any = None
-            if grouping == "accessor":
-                gv = r.api_key_id
-            elif grouping == "endpoint":
-                gv = r.endpoint
-            elif grouping == "feature_set":
-                gv = ",".join(r.features)
-            elif grouping == "models":
-                gv = r.model
-            elif grouping == "method":
-                gv = r.method
-            elif grouping == "tags":
-                gv = r.tags
-            elif grouping == "deployment":
-                gv = r.deployment
-            k = (timeutil.day_of(r.created_us), gv)
-            u = rows.get(k)
+        for dn, k, a in _rows(p, filters, start, end, now):
+            if not keep(k):
+                continue
+            gk = (dn, k[pos] if pos is not None else None)
+            u = rows.get(gk)
             if u is None:
-                u = rows[k] = _Usage()
-            u.add(r)
+                u = rows[gk] = _Usage()
+            u.add(k, a)
         start_day, end_day = _resolve_days(p, start, end, now)
     results = []
-    for (day, gv), u in sorted(rows.items(), key=lambda kv: (kv[0][0], json.dumps(kv[0][1], default=list))):
+    for dn, gv in sorted(rows, key=lambda gk: (gk[0], _sort_value(gk[1]))):
+        day = timeutil.day_of(dn * DAY_US)
         g: dict[str, Any] = {
             "start": day,
             "end": day,
@@ -523,26 +579,12 @@ async def usage_breakdown(emu: Emulator, request: Request) -> Any:
             g["models"] = [gv]
         elif grouping == "tags":
             g["tags"] = list(gv)
+        elif grouping == "feature_set":
+            g["feature_set"] = ",".join(gv)
         elif grouping is not None:
             g[grouping] = gv
-        results.append(
-            {
-                "hours": _hours(u.hours_s),
-                "total_hours": _hours(u.total_s),
-                "agent_hours": _hours(u.agent_s),
-                "tokens_in": u.tokens_in,
-                "tokens_out": u.tokens_out,
-                "tts_characters": u.chars,
-                "requests": u.requests,
-                "grouping": g,
-            }
-        )
-    return {
-        "start": start_day,
-        "end": end_day,
-        "resolution": {"units": "day", "amount": 1},
-        "results": results,
-    }
+        results.append({**rows[(dn, gv)].view(), "grouping": g})
+    return {"start": start_day, "end": end_day, "resolution": RESOLUTION, "results": results}
 
 
 async def usage_fields(emu: Emulator, request: Request) -> Any:
@@ -554,17 +596,12 @@ async def usage_fields(emu: Emulator, request: Request) -> Any:
     models: set[str] = set()
     methods: set[str] = set()
     features: set[str] = set()
-    languages: set[str] = set()
     with emu.store.lock:
-        for r in p.log.iter_range({}, start, end, now):
-            tags.update(r.tags)
-            models.add(r.model)
-            methods.add(r.method)
-            features.update(r.features)
-            if r.config and isinstance(r.config.get("language"), str):
-                languages.add(r.config["language"])
-    from .common import model_uuid
-
+        for _dn, k, _a in _rows(p, {}, start, end, now):
+            tags.update(k[K_TAGS])
+            models.add(k[K_MODEL])
+            methods.add(k[K_METH])
+            features.update(k[K_FEAT])
     return {
         "tags": sorted(tags),
         "models": [
@@ -573,7 +610,7 @@ async def usage_fields(emu: Emulator, request: Request) -> Any:
         ],
         "processing_methods": sorted(methods),
         "features": sorted(features),
-        "languages": sorted(languages or ({"en"} if models else set())),
+        "languages": ["en"] if models else [],
     }
 
 
@@ -605,7 +642,11 @@ def _billing_groupings(q: Query) -> list[str]:
     return out
 
 
-def _billing_filter(q: Query) -> tuple[dict[str, str], Callable[[Record], bool]]:
+async def billing_breakdown(emu: Emulator, request: Request) -> Any:
+    _, p = _ctx(emu, request, "billing:read")
+    q = Query(request.query_params)
+    start, end = q.range()
+    groupings = _billing_groupings(q)
     filters: dict[str, str] = {}
     accessor = q.get("accessor")
     if accessor is not None:
@@ -613,60 +654,41 @@ def _billing_filter(q: Query) -> tuple[dict[str, str], Callable[[Record], bool]]
     dep = q.enum("deployment")
     if dep is not None:
         filters["deployment"] = dep
-    tag = q.get("tag")
-    line_item = q.get("line_item")
-
-    def extra(r: Record) -> bool:
-        if not r.billed:
-            return False
-        if tag is not None and tag not in r.tags:
-            return False
-        return line_item is None or r.line_item == line_item
-
-    return filters, extra
-
-
-async def billing_breakdown(emu: Emulator, request: Request) -> Any:
-    _, p = _ctx(emu, request, "billing:read")
-    q = Query(request.query_params)
-    start, end = q.range()
-    groupings = _billing_groupings(q)
-    filters, extra = _billing_filter(q)
+    keep = _key_filter(filters, tag=q.get("tag"), line_item=q.get("line_item"))
+    positions = [
+        pos
+        for g, pos in (("accessor", K_ACC), ("deployment", K_DEP), ("line_item", K_LI), ("tags", K_TAGS))
+        if g in groupings
+    ]
     now = timeutil.now_us()
+    zero = Decimal(0)
     sums: dict[tuple, Decimal] = {}
     with emu.store.lock:
-        for r in p.log.iter_range(filters, start, end, now, extra):
-            k = (
-                timeutil.day_of(r.created_us),
-                r.api_key_id if "accessor" in groupings else None,
-                r.deployment if "deployment" in groupings else None,
-                r.line_item if "line_item" in groupings else None,
-                r.tags if "tags" in groupings else None,
-            )
-            sums[k] = sums.get(k, Decimal(0)) + r.usd
+        for dn, k, a in _rows(p, filters, start, end, now):
+            if k[K_LI] is None or not keep(k):
+                continue
+            gk = (dn, tuple(k[pos] for pos in positions))
+            sums[gk] = sums.get(gk, zero) + a[0]
         start_day, end_day = _resolve_days(p, start, end, now)
     results = []
-    for k in sorted(sums, key=lambda k: tuple("" if v is None else str(v) for v in k)):
-        day, acc, dep, li, tg = k
+    for dn, gv in sorted(sums, key=lambda gk: (gk[0], _sort_value(gk[1]))):
+        day = timeutil.day_of(dn * DAY_US)
+        vals = dict(zip(positions, gv, strict=True))
+        tg = vals.get(K_TAGS)
         results.append(
             {
-                "dollars": sums[k],
+                "dollars": sums[(dn, gv)],
                 "grouping": {
                     "start": day,
                     "end": day,
-                    "accessor": acc,
-                    "deployment": dep,
-                    "line_item": li,
+                    "accessor": vals.get(K_ACC),
+                    "deployment": vals.get(K_DEP),
+                    "line_item": vals.get(K_LI),
                     "tags": list(tg) if tg is not None else None,
                 },
             }
         )
-    return {
-        "start": start_day,
-        "end": end_day,
-        "resolution": {"units": "day", "amount": 1},
-        "results": results,
-    }
+    return {"start": start_day, "end": end_day, "resolution": RESOLUTION, "results": results}
 
 
 async def billing_fields(emu: Emulator, request: Request) -> Any:
@@ -679,18 +701,20 @@ async def billing_fields(emu: Emulator, request: Request) -> Any:
     tags: set[str] = set()
     seen: set[str] = set()
     with emu.store.lock:
-        for r in p.log.iter_range({}, start, end, now, lambda r: r.billed):
-            accessors.add(r.api_key_id)
-            deployments.add(r.deployment)
-            tags.update(r.tags)
-            seen.add(r.line_item)  # type: ignore[arg-type]
+        for _dn, k, _a in _rows(p, {}, start, end, now):
+            if k[K_LI] is None:
+                continue
+            accessors.add(k[K_ACC])
+            deployments.add(k[K_DEP])
+            tags.update(k[K_TAGS])
+            seen.add(k[K_LI])
     table = emu.store.prices.by_line_item
-    line_items = {li: (table[li].label if li in table else li) for li in seen}
+    line_items = {li: (table[li].label if li in table else li) for li in sorted(seen)}
     return {
         "accessors": sorted(accessors),
         "deployments": sorted(deployments),
         "tags": sorted(tags),
-        "line_items": dict(sorted(line_items.items())),
+        "line_items": line_items,
     }
 
 

@@ -181,6 +181,10 @@ class RecordLog:
         self._lists: dict[int, list[Record]] = {}
         self.max_visible_us = 0
         self.spent = Decimal(0)
+        # daily aggregates of succeeded, visible records (folded in lazily, at the first aggregate query)
+        self.daily: dict[int, dict[tuple, list]] = {}
+        self._days: list[int] = []
+        self._to_fold: list[Record] = []
 
     def __len__(self) -> int:
         return len(self.all)
@@ -192,22 +196,35 @@ class RecordLog:
         lst.extend(items)
 
     def add(self, records: list[Record]) -> None:
+        if not records:
+            return
         records = sorted(records, key=_sort_key)
         self._append(self.all, records)
-        groups: dict[tuple[str, str], list[Record]] = {}
+        by_id = self.by_id
         for r in records:
-            self.by_id[r.request_id] = r
-            groups.setdefault(("accessor", r.api_key_id), []).append(r)
-            groups.setdefault(("endpoint", r.endpoint), []).append(r)
-            groups.setdefault(("method", r.method), []).append(r)
-            groups.setdefault(("status", r.status), []).append(r)
-            groups.setdefault(("deployment", r.deployment), []).append(r)
-            if r.visible_us > self.max_visible_us:
-                self.max_visible_us = r.visible_us
-            if r.billed:
-                self.spent += r.usd
-        for (f, v), items in groups.items():
-            self._append(self.index[f].setdefault(v, []), items)
+            by_id[r.request_id] = r
+        by_acc: dict[str, list[Record]] = {}
+        for r in records:
+            lst = by_acc.get(r.api_key_id)
+            if lst is None:
+                by_acc[r.api_key_id] = [r]
+            else:
+                lst.append(r)
+        for v, items in by_acc.items():
+            self._append(self.index["accessor"].setdefault(v, []), items)
+        for f in ("endpoint", "method", "deployment"):
+            get = attrgetter(f)
+            for v in set(map(get, records)):
+                self._append(self.index[f].setdefault(v, []), [r for r in records if get(r) == v])
+        ok = [r for r in records if r.code < 300]
+        bad = [r for r in records if r.code >= 300]
+        if ok:
+            self._append(self.index["status"].setdefault("succeeded", []), ok)
+        if bad:
+            self._append(self.index["status"].setdefault("failed", []), bad)
+        self.max_visible_us = max(self.max_visible_us, max(map(attrgetter("visible_us"), records)))
+        self.spent += sum((r.usd for r in ok if r.line_item is not None), Decimal(0))
+        self._to_fold.extend(ok)
 
     def _sorted(self, lst: list[Record]) -> list[Record]:
         if id(lst) in self._dirty:
@@ -259,6 +276,20 @@ class RecordLog:
                 continue
             yield r
 
+    def scan(
+        self, filters: dict[str, str], start_us: int | None, end_us: int | None, now: int
+    ) -> list[Record]:
+        """Matching visible records, oldest first, as a list (fast path for aggregates)."""
+        lst, lo, hi = self.window(filters, start_us, end_us)
+        sub = lst[lo:hi]
+        if self.max_visible_us > now:
+            sub = [r for r in sub if r.visible_us <= now]
+        for f, v in filters.items():
+            if f in INDEXED and lst is not self.index[f].get(v):
+                get = attrgetter(f)
+                sub = [r for r in sub if get(r) == v]
+        return sub
+
     def page(
         self,
         filters: dict[str, str],
@@ -292,6 +323,52 @@ class RecordLog:
             if len(out) >= limit:
                 break
         return out
+
+    def fold(self, now: int) -> None:
+        """Move succeeded records that are visible at ``now`` into the daily aggregates."""
+        if not self._to_fold:
+            return
+        later: list[Record] = []
+        daily = self.daily
+        new_day = False
+        for r in self._to_fold:
+            if r.visible_us > now:
+                later.append(r)
+                continue
+            d = r.created_us // timeutil.DAY_US
+            bucket = daily.get(d)
+            if bucket is None:
+                bucket = daily[d] = {}
+                new_day = True
+            k = (r.api_key_id, r.deployment, r.line_item, r.tags, r.endpoint, r.method, r.model, r.features)
+            a = bucket.get(k)
+            if a is None:
+                bucket[k] = [r.usd, 1, r.duration, r.total_audio, r.characters, r.tokens_in, r.tokens_out]
+            else:
+                a[0] += r.usd
+                a[1] += 1
+                a[2] += r.duration
+                a[3] += r.total_audio
+                a[4] += r.characters
+                a[5] += r.tokens_in
+                a[6] += r.tokens_out
+        self._to_fold = later
+        if new_day:
+            self._days = sorted(daily)
+
+    def aggregates(
+        self, start_us: int | None, end_us: int | None, now: int
+    ) -> Iterator[tuple[int, tuple, list]]:
+        """``(day, key, [usd, requests, duration, total_audio, characters, tokens_in, tokens_out])`` for
+        whole days in range; ``key`` = (api_key_id, deployment, line_item, tags, endpoint, method, model,
+        features)."""
+        self.fold(now)
+        days = self._days
+        lo = 0 if start_us is None else bisect_left(days, start_us // timeutil.DAY_US)
+        hi = len(days) if end_us is None else bisect_right(days, end_us // timeutil.DAY_US)
+        for d in days[lo:hi]:
+            for k, a in self.daily[d].items():
+                yield d, k, a
 
     def first_created(self, now: int) -> int | None:
         lst = self._sorted(self.all)
@@ -375,6 +452,17 @@ class Store:
         if self.seed is None:
             return str(uuid.uuid4())
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def new_uuids(self, n: int) -> list[str]:
+        """``n`` random version-4 UUID strings, fast (bulk injection)."""
+        if self.seed is not None:
+            return [self.new_uuid() for _ in range(n)]
+        raw = os.urandom(16 * n).hex()
+        out = []
+        for i in range(0, 32 * n, 32):
+            h = raw[i : i + 32]
+            out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}")
+        return out
 
     def new_secret(self) -> str:
         if self.seed is None:
