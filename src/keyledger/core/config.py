@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     operator_name: str = "Example Voice Co."
     operator_address: str = ""
     operator_logo_path: str | None = None
+    # Invoices: numbers {invoice_prefix}-{YYYY}-{seq:06d}, credit notes {credit_note_prefix}-{YYYY}-{seq:06d}.
+    invoice_prefix: str = "INV"
+    credit_note_prefix: str = "CN"
+    invoice_due_days: int = 30
 
 
 def load_settings(**overrides: Any) -> Settings:
