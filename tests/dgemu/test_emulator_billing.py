@@ -253,3 +253,22 @@ def test_many_small_amounts_sum_exactly(dgemu) -> None:
     body = get(dgemu, "/billing/breakdown", {"start": "2026-08-01", "end": "2026-08-01"})
     per = (Decimal("0.0043") * Decimal("0.1") / 60).quantize(Q)
     assert body["results"][0]["dollars"] == per * 1000 == Decimal("0.0071667")
+
+
+def test_datetime_bounds_match_date_bounds_and_cut_inside_days(dgemu, seeded) -> None:
+    by_date = get(
+        dgemu, "/billing/breakdown", {"start": "2026-09-01", "end": "2026-09-02", "grouping": "accessor"}
+    )
+    by_dt = get(
+        dgemu,
+        "/billing/breakdown",
+        {"start": "2026-09-01T00:00:00Z", "end": "2026-09-02T23:59:59.999999Z", "grouping": "accessor"},
+    )
+    assert by_date["results"] == by_dt["results"]
+    # a bound inside a day counts only the records on the right side of it
+    cut = get(dgemu, "/billing/breakdown", {"start": "2026-09-01T01:30:00Z", "end": "2026-09-01T03:00:00Z"})
+    assert [r["dollars"] for r in cut["results"]] == [cost(ITEMS[1]) + cost(ITEMS[2])]
+    cut = get(
+        dgemu, "/usage/breakdown", {"start": "2026-09-01T01:30:00+00:00", "end": "2026-09-01T02:30:00Z"}
+    )
+    assert [r["requests"] for r in cut["results"]] == [1]
