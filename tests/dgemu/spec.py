@@ -261,3 +261,64 @@ def inject(client: httpx.Client, project_id: str, records: list[dict]) -> None:
     resp = client.post(f"/_emulator/projects/{project_id}/requests", json={"requests": records})
     assert resp.status_code == 200, f"injection failed: {resp.status_code} {resp.text[:500]}"
     assert resp.json() == {"created": len(records)}
+
+
+# --------------------------------------------------------------------------- completeness
+
+# Properties the spec documents but that a faithful server may leave out, with the reason.
+OPTIONAL_FIELDS: dict[str, str] = {
+    # legacy keys docs: tags / expiration_date are left out when empty
+    "$.expiration_date": "key without expiry",
+    "$.item.member.api_key.tags": "key without tags",
+    "$.item.member.api_key.expiration_date": "key without expiry",
+    # OAS: the callback URL of the request, absent when none was given
+    "$.requests[].callback": "request without callback",
+    "$.request.callback": "request without callback",
+    # listen / read: blocks that exist only when their feature was requested
+    "$.metadata.summary_info": "summarize", "$.metadata.sentiment_info": "sentiment",
+    "$.metadata.topics_info": "topics", "$.metadata.intents_info": "intents", "$.metadata.tags": "tag",
+    "$.results.channels[].search": "search", "$.results.channels[].detected_language": "detect_language",
+    "$.results.channels[].alternatives[].paragraphs": "paragraphs",
+    "$.results.channels[].alternatives[].entities": "detect_entities",
+    "$.results.channels[].alternatives[].summaries": "summarize v1",
+    "$.results.channels[].alternatives[].topics": "topics", "$.results.utterances": "utterances",
+    "$.results.summary": "summarize", "$.results.topics": "topics", "$.results.intents": "intents",
+    "$.results.sentiments": "sentiment",
+    "$.metadata.metadata.summary_info": "summarize", "$.metadata.metadata.sentiment_info": "sentiment",
+    "$.metadata.metadata.topics_info": "topics", "$.metadata.metadata.intents_info": "intents",
+}
+
+
+def _resolve(schema: dict) -> dict:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        schema = registry().resolver().lookup(OPENAPI_URI + ref if ref.startswith("#") else ref).contents
+    return schema
+
+
+def missing_fields(schema: dict, instance: Any, path: str = "$") -> set[str]:
+    """Documented properties absent from ``instance`` (array items as ``[]``), recursively."""
+    schema = _resolve(schema)
+    variants = schema.get("oneOf") or schema.get("anyOf")
+    if variants:
+        for v in variants:
+            if validator({"$ref": OPENAPI_URI + v["$ref"]} if "$ref" in v else v).is_valid(instance):
+                return missing_fields(v, instance, path)
+        return set()
+    out: set[str] = set()
+    if isinstance(instance, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name not in instance:
+                out.add(f"{path}.{name}")
+            else:
+                out |= missing_fields(sub, instance[name], f"{path}.{name}")
+    elif isinstance(instance, list) and "items" in schema:
+        for item in instance:
+            out |= missing_fields(schema["items"], item, f"{path}[]")
+    return out
+
+
+def assert_complete(method: str, template: str, body: Any) -> None:
+    schema = openapi()["paths"][template][method.lower()]["responses"]["200"]["content"]["application/json"]
+    missing = missing_fields(schema["schema"], body) - set(OPTIONAL_FIELDS)
+    assert not missing, f"{method} {template}: documented fields missing: {sorted(missing)}"

@@ -416,6 +416,7 @@ def test_response_conforms(world: World, case: Case) -> None:
                                json=case.body if case.body is not None else None)
     assert spec.template_of(resp.request.url.path) == case.template
     body = spec.check_ok(resp, case.template)
+    spec.assert_complete(case.method, case.template, body)
     if case.check:
         case.check(world, body)
 
@@ -555,6 +556,7 @@ def test_listen_rest_conforms(world: World, channels: int, multichannel: bool) -
                                             "tag": "conf-listen"},
                       content=audio.wav(), headers={"Content-Type": "audio/wav"})
     body = spec.check_ok(resp, "/v1/listen")
+    spec.assert_complete("POST", "/v1/listen", body)
     md = body["metadata"]
     assert md["duration"] == float(audio.duration)
     assert md["channels"] == channels
