@@ -160,7 +160,7 @@ async def inject_requests(emu: Emulator, request: Request) -> Any:
             d = get("duration_seconds")
             if d.__class__ not in num or not 0 <= d <= MAX_SECONDS:
                 raise _fail(i, f"'duration_seconds' must be a number between 0 and {MAX_SECONDS}")
-            duration = quantize_duration(Decimal(d))
+            duration = quantize_duration(d if d.__class__ is Decimal else Decimal(d))
             total = duration * channels if multichannel and endpoint == "listen" else duration
         elif endpoint == "speak":
             characters = _nonneg_int(item, "characters", i)
@@ -219,8 +219,8 @@ async def inject_requests(emu: Emulator, request: Request) -> Any:
                 tokens_in,
                 tokens_out,
                 usd,
-                _str_tuple(item, "tags", i),
-                _str_tuple(item, "features", i),
+                () if get("tags") is None else _str_tuple(item, "tags", i),
+                () if get("features") is None else _str_tuple(item, "features", i),
                 config,
                 created_us,
                 visible,
