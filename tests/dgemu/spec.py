@@ -204,8 +204,9 @@ def check_ok(resp: httpx.Response, template: str | None = None, *, status: int =
 
 
 def check_error(resp: httpx.Response, status: int | set[int],
-                err_codes: set[str] | None = None) -> Any:
-    """Assert an error response: the status, a Deepgram error body (ErrorResponse), and its code."""
+                err_codes: set[str] | None = None, message: str | None = None) -> Any:
+    """Assert an error response: the status, a Deepgram error body (ErrorResponse), its code and (as a
+    prefix) its message."""
     statuses = {status} if isinstance(status, int) else status
     method, url = resp.request.method, resp.request.url
     assert resp.status_code in statuses, (
@@ -221,6 +222,9 @@ def check_error(resp: httpx.Response, status: int | set[int],
     if err_codes is not None:
         code = body.get("err_code", body.get("category")) if isinstance(body, dict) else None
         assert code in err_codes, f"{method} {url}: error code {code!r}, expected {sorted(err_codes)}: {body}"
+    if message is not None:
+        text = body if isinstance(body, str) else body.get("err_msg", body.get("message", ""))
+        assert text.startswith(message), f"{method} {url}: error message {text!r}, expected {message!r}…"
     return body
 
 

@@ -482,6 +482,7 @@ class ErrCase:
     content: bytes | None = None
     json: Any = None
     headers: dict | None = None
+    message: str | None = None  # documented message (prefix)
 
 
 def _pp(suffix: str) -> Callable[[World], str]:
@@ -495,16 +496,18 @@ FORBIDDEN_CODES = {"FORBIDDEN", "INSUFFICIENT_PERMISSIONS"}
 
 ERR_CASES = [
     ErrCase("no-auth", "GET", lambda w: "/v1/projects", 401, MISSING_AUTH_CODES, key="none"),
-    ErrCase("bad-key", "GET", _pp("/keys"), 401, AUTH_CODES, key="bad"),
+    ErrCase("bad-key", "GET", _pp("/keys"), 401, AUTH_CODES, key="bad", message="Invalid credentials."),
     ErrCase("usage-key-on-keys", "GET", _pp("/keys"), 403, FORBIDDEN_CODES, key="usage"),
     ErrCase("member-on-billing", "GET", _pp("/billing/breakdown"), 403, FORBIDDEN_CODES,
             key="member"),
     ErrCase("member-on-balances", "GET", _pp("/balances"), 403, FORBIDDEN_CODES,
             key="member"),
-    ErrCase("usage-key-grant", "POST", lambda w: "/v1/auth/grant", 403, FORBIDDEN_CODES, key="usage",
-            json={}),
-    ErrCase("project-missing", "GET", lambda w: f"/v1/projects/{uuid.uuid4()}", 404, {"PROJECT_NOT_FOUND"}),
-    ErrCase("project-not-uuid", "GET", lambda w: "/v1/projects/not-a-uuid/keys", 404),
+    ErrCase("usage-key-grant", "POST", lambda w: "/v1/auth/grant", 403, {"FORBIDDEN"}, key="usage",
+            json={}, message="Insufficient permissions."),
+    ErrCase("project-missing", "GET", lambda w: f"/v1/projects/{uuid.uuid4()}", 404, {"PROJECT_NOT_FOUND"},
+            message="Project not found."),
+    ErrCase("project-not-uuid", "GET", lambda w: "/v1/projects/not-a-uuid/keys", 404,
+            message="UUID parsing failed"),
     ErrCase("key-missing", "GET", _pp("/keys/{uuid.uuid4()}"), 404),
     ErrCase("key-delete-missing", "DELETE", _pp("/keys/{uuid.uuid4()}"), 404),
     ErrCase("request-missing", "GET", _pp("/requests/{uuid.uuid4()}"), 404),
@@ -542,7 +545,7 @@ def test_error_conforms(world: World, case: ErrCase) -> None:
     with httpx.Client(base_url=world.dg.base_url, timeout=30) as c:
         resp = c.request(case.method, case.path(world), params=case.params, content=case.content,
                          json=case.json, headers=headers)
-    spec.check_error(resp, case.status, case.codes)
+    spec.check_error(resp, case.status, case.codes, case.message)
 
 
 # --------------------------------------------------------------------------- data plane (binary bodies)
@@ -730,3 +733,12 @@ def test_fault_responses_conform(world: World) -> None:
         spec.check_error(resp, {500, 502, 503, 504})
     finally:
         _faults(world, {"rate_limit_rate": 0.0, "error_rate": 0.0, "latency_ms": 0, "late_record_seconds": 0})
+
+
+def test_project_id_is_parsed_as_a_uuid(world: World) -> None:
+    """Deepgram parses the project id as a UUID (a malformed one answers 404 "UUID parsing failed", API_NOTES
+    §1.5), so the upper-case spelling of the same UUID names the same project."""
+    resp = world.owner.get(f"/v1/projects/{world.pid.upper()}")
+    assert spec.check_ok(resp, P)["project_id"] == world.pid
+    keys = spec.check_ok(world.owner.get(f"/v1/projects/{world.pid.upper()}/keys"), P + "/keys")
+    assert world.key_id in {k["api_key"]["api_key_id"] for k in keys["api_keys"]}
