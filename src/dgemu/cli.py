@@ -47,14 +47,16 @@ def make_emulator(args: argparse.Namespace) -> tuple[Emulator, Persister | None]
     persister = None
     if args.state:
         persister = Persister(store, args.state)
-        if persister.load_if_present():
-            if (
-                store.initial_project_id != args.project_id.lower()
-                or store.initial_owner_key != args.owner_key
-            ):
-                # the command line wins for the initial project identity
-                store.initial_project_id = args.project_id.lower()
-                store.initial_owner_key = args.owner_key
+        try:
+            loaded = persister.load_if_present()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"dgemu: cannot load state from {args.state}: {exc!r}") from None
+        if loaded:
+            # the command line wins for the initial project identity (used by reset)
+            store.initial_project_id = args.project_id.lower()
+            store.initial_owner_key = args.owner_key
+            if store.initial_project_id not in store.projects:
+                store.ensure_initial_project()
     settings = Settings(ws_idle_timeout=args.ws_idle_timeout, ws_results_interval=args.ws_results_interval)
     return Emulator(store, settings), persister
 

@@ -445,6 +445,15 @@ class Store:
             )
             self.touch()
 
+    def ensure_initial_project(self) -> None:
+        with self.lock:
+            if (
+                self.initial_project_id not in self.projects
+                and self.initial_owner_key not in self.keys_by_secret
+            ):
+                self._create_project(self.initial_project_id, DEFAULT_PROJECT_NAME, self.initial_owner_key)
+                self.touch()
+
     def touch(self) -> None:
         self.version += 1
 
