@@ -328,3 +328,37 @@ def test_late_records_keep_their_time_and_cost(dgemu, owner) -> None:
     bill = dec_json(owner.get(f"/v1/projects/{pid}/billing/breakdown",
                               params={"start": today, "end": today, "accessor": k["api_key_id"]}))
     assert sum(r["dollars"] for r in bill["results"]) == want
+
+
+def test_concurrent_calls_are_all_recorded_once(dgemu, owner) -> None:
+    """40 listen calls from 8 threads and 4 keys (plus 4 live streams): one record each, exact totals."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = dgemu.project_id
+    keys = [spec.create_key(owner, pid, ["usage:write"]) for _ in range(4)]
+    audio = tone("0.4")
+    live = tone("0.3")
+
+    def rest(i: int) -> tuple[str, str]:
+        k = keys[i % 4]
+        return k["api_key_id"], listen_rest(dgemu, k["key"], audio)
+
+    def stream(i: int) -> tuple[str, str]:
+        k = keys[i]
+        return k["api_key_id"], listen_ws(dgemu, k["key"], live, keepalives=0)
+
+    with ThreadPoolExecutor(8) as pool:
+        rest_calls = list(pool.map(rest, range(40)))
+        ws_calls = list(pool.map(stream, range(4)))
+    ids = [rid for _, rid in rest_calls + ws_calls]
+    assert len(set(ids)) == 44
+    page = dec_json(owner.get(f"/v1/projects/{pid}/requests", params={"limit": 1000}))
+    assert sorted(r["request_id"] for r in page["requests"]) == sorted(ids)
+    by_id = {r["request_id"]: r for r in page["requests"]}
+    for key_id, rid in rest_calls + ws_calls:
+        assert by_id[rid]["api_key_id"] == key_id
+    sync3, stream3 = price_for("listen", "sync", "nova-3"), price_for("listen", "streaming", "nova-3")
+    want = 40 * usd(sync3, seconds=audio.duration) + 4 * usd(stream3, seconds=live.duration)
+    today = str(dt.datetime.now(dt.UTC).date())
+    bill = dec_json(owner.get(f"/v1/projects/{pid}/billing/breakdown", params={"start": today, "end": today}))
+    assert sum(r["dollars"] for r in bill["results"]) == want
