@@ -214,8 +214,8 @@ class Query:
             raise errors.bad_query(f"Invalid value for '{name}': {raw[:40]!r} is not a number.") from None
         if not d.is_finite() or d != d.to_integral_value():
             raise errors.bad_query(f"Invalid value for '{name}': {raw[:40]!r} is not a whole number.")
-        n = int(d)
-        if n < lo or (hi is not None and n > hi):
+        n = int(d) if d.adjusted() <= 15 else (hi or 10**15) + 1
+        if n < lo or (hi is not None and n > hi) or n > 10**15:
             rng = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
             raise errors.bad_query(f"Invalid value for '{name}': must be {rng}.")
         return n

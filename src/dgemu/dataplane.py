@@ -105,6 +105,8 @@ def _int_param(request: Request, name: str, default: int | None, lo: int, hi: in
         d = Decimal(raw.strip())
         if not d.is_finite() or d != d.to_integral_value():
             raise ValueError
+        if d.adjusted() > 15:
+            raise ValueError
         n = int(d)
     except (ValueError, ArithmeticError):
         raise errors.bad_query(f"Invalid value for '{name}'.") from None

@@ -76,6 +76,8 @@ def _int(q: Any, name: str, default: int | None, lo: int, hi: int) -> int | None
         d = Decimal(raw)
         if not d.is_finite() or d != d.to_integral_value():
             raise ValueError
+        if d.adjusted() > 15:
+            raise ValueError
         n = int(d)
     except (ValueError, ArithmeticError):
         raise errors.bad_query(f"Invalid value for '{name}'.") from None

@@ -209,8 +209,8 @@ async def create_key(emu: Emulator, request: Request) -> Any:
             isinstance(ttl_raw, bool)
             or not isinstance(ttl_raw, (int, Decimal))
             or ttl_raw <= 0
-            or ttl_raw != int(ttl_raw)
             or ttl_raw > 10 * 365 * 86400 * 100
+            or ttl_raw != int(ttl_raw)
         ):
             raise errors.bad_request("'time_to_live_in_seconds' must be a positive whole number.")
         expiration_us = now + int(ttl_raw) * 1_000_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import httpx
@@ -37,6 +38,9 @@ GARBAGE_VALUES = [
     "\x7f",
     "2026-01-01T00:00:00.1234567891234Z",
     "+00:00",
+    "1e999999999",
+    "-1e999999999",
+    "0e999999999",
     "Z",
 ]
 PARAMS = [
@@ -77,6 +81,8 @@ BODIES = [
     b'{"ttl_seconds": -1}',
     b'{"ttl_seconds": 1e400}',
     b'{"ttl_seconds": true}',
+    b'{"ttl_seconds": 1e999999999}',
+    b'{"comment": "x", "scopes": ["member"], "time_to_live_in_seconds": 1e999999999}',
     b'{"comment": "x", "scopes": "owner"}',
     b'{"comment": "x", "scopes": ["nope"]}',
     b'{"comment": "x", "scopes": [1]}',
@@ -178,3 +184,28 @@ def test_error_bodies_are_deepgram_shaped(dgemu) -> None:
         assert r.status_code == 404 and r.text.startswith("UUID parsing failed")
         r = c.get("/v1/projects/00000000-0000-4000-8000-000000000009", headers=h)
         assert r.status_code == 404 and r.json()["err_code"] == "PROJECT_NOT_FOUND"
+
+
+def test_huge_numbers_are_400_not_500(dgemu) -> None:
+    pid = dgemu.project_id
+    with dgemu.client() as c:
+        for name in ("limit", "page"):
+            for v in ("1e999999999", "-1e999999999", "1e16"):
+                r = c.get(f"/v1/projects/{pid}/requests", params={name: v})
+                assert r.status_code == 400, (name, v, r.text)
+        r = c.post(
+            "/v1/listen", params={"encoding": "linear16", "sample_rate": "1e999999999"}, content=b"\0" * 8
+        )
+        assert r.status_code == 400
+        r = c.post("/v1/auth/grant", content=b'{"ttl_seconds": 1e999999999}')
+        assert r.status_code == 400
+        item = {
+            "api_key_id": "k",
+            "created": "2026-01-01T00:00:00Z",
+            "endpoint": "listen",
+            "duration_seconds": 1,
+        }
+        for bad in ('{"duration_seconds": 1e999999999}', '{"characters": 1e999999999, "endpoint": "speak"}'):
+            body = json.dumps({"requests": [item]}).replace('"duration_seconds": 1}', bad[1:])
+            r = c.post(f"/_emulator/projects/{pid}/requests", content=body)
+            assert r.status_code == 400, (bad, r.text)
