@@ -173,7 +173,7 @@ def require(principal: Principal, *perms: str) -> None:
 
 def project_for(store: Store, principal: Principal, project_id: str) -> Project:
     try:
-        uuid.UUID(project_id)
+        project_id = str(uuid.UUID(project_id))  # case-insensitive, like any UUID
     except ValueError:
         raise errors.text(404, f"UUID parsing failed: invalid project id {project_id[:64]!r}") from None
     p = store.projects.get(project_id)

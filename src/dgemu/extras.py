@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -91,6 +92,10 @@ async def inject_requests(emu: Emulator, request: Request) -> Any:
     require_owner(emu.store, request.headers)
     store = emu.store
     pid = request.path_params["project_id"]
+    try:
+        pid = str(uuid.UUID(pid))
+    except ValueError:
+        raise errors.project_not_found() from None
     project = store.projects.get(pid)
     if project is None or project.deleted:
         raise errors.project_not_found()
