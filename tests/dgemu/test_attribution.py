@@ -161,7 +161,7 @@ def test_every_data_plane_call_is_attributed_and_priced(dgemu, owner) -> None:
 
     rid = listen_rest(dgemu, b["key"], stereo, multichannel=False)  # not multichannel: billed once
     expected.append(Expected(rid, b["api_key_id"], "sync::nova-3", usd(sync3, seconds=stereo.duration),
-                             stereo.duration, stereo.duration))
+                             stereo.duration, stereo.duration, 2))  # details.channels: the audio's (docs)
 
     medical = tone("1.75")
     rid = listen_rest(dgemu, a["key"], medical, model="nova-3-medical")  # family nova-3 (docs/dgemu.md)
@@ -266,6 +266,10 @@ def test_every_data_plane_call_is_attributed_and_priced(dgemu, owner) -> None:
     total = dec_json(owner.get(f"/v1/projects/{pid}/billing/breakdown", params=day))
     assert sum(r["dollars"] for r in total["results"]) == sum(e.usd for e in expected)
 
+    # ---- the balance is debited by exactly the billed amount (docs/dgemu.md: 200.00 − Σ usd)
+    balance = dec_json(owner.get(f"/v1/projects/{pid}/balances"))["balances"][0]
+    assert Decimal(str(balance["amount"])) == Decimal("200") - sum(e.usd for e in expected)
+
 
 def test_injected_records_are_priced_like_live_ones(dgemu, owner) -> None:
     """Bulk injection creates records "exactly as the data plane would" (PRODUCT §11): cost from the table."""
@@ -362,3 +366,44 @@ def test_concurrent_calls_are_all_recorded_once(dgemu, owner) -> None:
     today = str(dt.datetime.now(dt.UTC).date())
     bill = dec_json(owner.get(f"/v1/projects/{pid}/billing/breakdown", params={"start": today, "end": today}))
     assert sum(r["dollars"] for r in bill["results"]) == want
+
+
+def test_failed_and_rejected_calls_are_not_billed(dgemu, owner) -> None:
+    """docs/dgemu.md: a call that passed authentication but failed validation is logged as failed (code,
+    ``response.message``, no ``details``) and not billed; 401/403 and faulted calls leave no record."""
+    pid = dgemu.project_id
+    k = spec.create_key(owner, pid, ["usage:write"])
+    def listen(key: str, content: bytes) -> httpx.Response:
+        return httpx.post(f"{dgemu.base_url}/v1/listen", params={"model": "nova-3"}, content=content,
+                          headers={"Authorization": f"Token {key}", "Content-Type": "audio/wav"}, timeout=30)
+
+    bad = listen(k["key"], b"not audio")
+    spec.check_error(bad, 400)
+    rid = bad.json()["request_id"]
+    long_text = httpx.post(f"{dgemu.base_url}/v1/speak", json={"text": "x" * 2001}, timeout=30,
+                           headers={"Authorization": f"Token {k['key']}"})
+    spec.check_error(long_text, 413)
+    spec.check_error(listen("nope", tone("0.5").wav()), 401)
+    keys_only = spec.create_key(owner, pid, ["keys:read"])
+    spec.check_error(listen(keys_only["key"], tone("0.5").wav()), 403)
+    assert owner.post("/_emulator/faults", json={"rate_limit_rate": 1.0}).status_code == 200
+    try:
+        spec.check_error(listen(k["key"], tone("0.5").wav()), 429)
+    finally:
+        assert owner.post("/_emulator/faults", json={"rate_limit_rate": 0.0}).status_code == 200
+
+    failed = dec_json(owner.get(f"/v1/projects/{pid}/requests", params={"status": "failed"}))["requests"]
+    assert sorted(r["code"] for r in failed) == [400, 413]
+    rec = next(r for r in failed if r["request_id"] == rid)
+    assert rec["api_key_id"] == k["api_key_id"] and rec["response"]["code"] == 400
+    assert "details" not in rec["response"] and rec["response"]["message"]
+    succeeded = dec_json(owner.get(f"/v1/projects/{pid}/requests", params={"status": "succeeded"}))
+    assert succeeded["requests"] == []
+    today = str(dt.datetime.now(dt.UTC).date())
+    day = {"start": today, "end": today}
+    bill = dec_json(owner.get(f"/v1/projects/{pid}/billing/breakdown", params=day))
+    assert bill["results"] == []
+    usage = dec_json(owner.get(f"/v1/projects/{pid}/usage/breakdown", params={"start": today, "end": today}))
+    assert sum(r["requests"] for r in usage["results"]) == 0
+    balance = dec_json(owner.get(f"/v1/projects/{pid}/balances"))["balances"][0]
+    assert balance["amount"] == 200
