@@ -8,6 +8,7 @@ A grant token (Bearer) works on the data plane only. Nothing may answer 5xx.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from dataclasses import dataclass
 
@@ -22,7 +23,6 @@ from .audio import tone
 INVALID = {"INVALID_AUTH"}
 MISSING = {"INVALID_AUTH", "UNAUTHORIZED"}
 FORBIDDEN = {"FORBIDDEN", "INSUFFICIENT_PERMISSIONS"}
-DENIED = INVALID | FORBIDDEN  # a grant token on management: 401 or 403 are both "rejected"
 
 ENDPOINTS = ["project", "keys", "members", "usage", "billing", "requests", "listen", "grant"]
 
@@ -117,7 +117,8 @@ MATRIX: dict[str, dict[str, tuple[int | set[int], set[str] | None]]] = {
     "usage": {**{e: (403, FORBIDDEN) for e in ENDPOINTS}, "listen": (OK, None)},
     "keys:read": {**{e: (403, FORBIDDEN) for e in ENDPOINTS}, "keys": (OK, None)},
     "billing:read": {**{e: (403, FORBIDDEN) for e in ENDPOINTS}, "billing": (OK, None)},
-    "bearer": {**{e: ({401, 403}, DENIED) for e in ENDPOINTS}, "listen": (OK, None)},
+    # docs/dgemu.md: a valid grant token on management / grant → 403 FORBIDDEN
+    "bearer": {**{e: (403, {"FORBIDDEN"}) for e in ENDPOINTS}, "listen": (OK, None)},
     "expired-bearer": {e: (401, INVALID) for e in ENDPOINTS},
     "bearer-garbage": {e: (401, INVALID) for e in ENDPOINTS},
 }
@@ -174,18 +175,15 @@ def test_expired_key_listed_as_expired(dgemu) -> None:
     assert k["api_key_id"] not in {i["api_key"]["api_key_id"] for i in active["api_keys"]}
 
 
-def test_token_of_a_deleted_key_never_errors(dgemu) -> None:
-    """A token minted by a key then deleted: UNKNOWN whether Deepgram revokes it; 200 or 401, no 5xx."""
+def test_token_dies_with_its_key(dgemu) -> None:
+    """A token minted by a key that is then deleted: UNKNOWN at Deepgram; docs/dgemu.md chose 401."""
     with dgemu.client() as owner:
         k = spec.create_key(owner, dgemu.project_id, ["member"])
     with dgemu.client(k["key"]) as c:
         token = spec.check_ok(c.post("/v1/auth/grant", json={"ttl_seconds": 60}))["access_token"]
     with dgemu.client() as owner:
         spec.check_ok(owner.delete(f"/v1/projects/{dgemu.project_id}/keys/{k['api_key_id']}"))
-    resp = _call(dgemu, "listen", {"Authorization": f"Bearer {token}"})
-    assert resp.status_code in (200, 401), resp.text
-    if resp.status_code == 401:
-        spec.check_error(resp, 401, INVALID)
+    spec.check_error(_call(dgemu, "listen", {"Authorization": f"Bearer {token}"}), 401, INVALID)
 
 
 # --------------------------------------------------------------------------- WebSocket handshake
@@ -220,6 +218,28 @@ def test_ws_handshake_auth(dgemu) -> None:
     assert _ws(dgemu, subprotocols=["token", usage["key"]]) == 101
     assert _ws(dgemu, subprotocols=["bearer", token]) == 101
     assert _ws(dgemu, subprotocols=["token", "nope"]) == 401
+
+
+def test_ws_handshake_errors_have_deepgram_bodies(dgemu) -> None:
+    """Handshake failures are plain HTTP answers with an ErrorResponse body (docs/dgemu.md)."""
+    with dgemu.client() as owner:
+        keys_only = spec.create_key(owner, dgemu.project_id, ["keys:read"])
+    cases = [
+        ("model=nova-3&encoding=linear16&sample_rate=16000", {"Authorization": "Token nope"}, 401, INVALID),
+        ("model=nova-3&encoding=linear16&sample_rate=16000", {"Authorization": f"Token {keys_only['key']}"},
+         403, FORBIDDEN),
+        ("model=nova-3&encoding=linear16", {"Authorization": f"Token {dgemu.owner_key}"}, 400, None),
+    ]
+    for query, headers, status, codes in cases:
+        with pytest.raises(InvalidStatus) as err:
+            with ws_connect(f"{dgemu.ws_url}/v1/listen?{query}", additional_headers=headers):
+                pass
+        r = err.value.response
+        assert r.status_code == status, (query, r.status_code, r.body)
+        body = r.body.decode()
+        spec.assert_valid(spec.error_validator(), json.loads(body), f"WS handshake {status}")
+        if codes:
+            assert json.loads(body)["err_code"] in codes
 
 
 def test_projects_are_isolated(dgemu) -> None:
