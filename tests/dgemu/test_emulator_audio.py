@@ -214,3 +214,18 @@ def test_struct_helper_sanity() -> None:
     # the WAV helper writes exactly the frames it claims (guards the other tests)
     data = wav_bytes(1.5, rate=8000, channels=2)
     assert struct.unpack_from("<I", data, 40)[0] == 8000 * 1.5 * 4
+
+
+def test_callback_makes_an_async_record_and_answers_request_id(dgemu) -> None:
+    key = user_key(dgemu)
+    with dgemu.client(key["key"]) as c:
+        r = c.post(
+            "/v1/listen",
+            params={"model": "nova-3", "callback": "http://127.0.0.1:9/cb"},
+            content=wav_bytes(6),
+        )
+    assert r.status_code == 200 and set(r.json()) == {"request_id"}
+    rec = last_record(dgemu)
+    d = rec["response"]["details"]
+    assert rec["request_id"] == r.json()["request_id"]
+    assert d["method"] == "async" and d["line_item"] == "async::nova-3" and d["usd"] == usd(Decimal(6))
