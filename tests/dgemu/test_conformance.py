@@ -200,8 +200,9 @@ def chk_request_get(w: World, b: dict) -> None:
 
 
 def chk_keys_list(w: World, b: dict) -> None:
-    ids = {k["api_key"]["api_key_id"] for k in b["api_keys"]}
-    assert {w.key_id, w.other_key_id} <= ids
+    order = [k["api_key"]["api_key_id"] for k in b["api_keys"]]
+    assert {w.key_id, w.other_key_id} <= set(order)
+    assert order.index(w.key_id) < order.index(w.other_key_id), "oldest first (docs/dgemu.md)"
     for k in b["api_keys"]:
         assert "key" not in k["api_key"], "the secret must appear only in the create response"
         assert k["member"]["member_id"] and k["member"]["email"]
@@ -251,7 +252,9 @@ def chk_breakdown_accessor(w: World, b: dict) -> None:
 
 
 def chk_breakdown_models(w: World, b: dict) -> None:
-    assert b["results"] and all(isinstance(r["grouping"]["models"], list) for r in b["results"])
+    models = sorted(m for r in b["results"] for m in r["grouping"]["models"])
+    assert all(len(r["grouping"]["models"]) == 1 for r in b["results"]), b
+    assert models == ["aura-2-thalia-en", "nova-2", "nova-3"], models  # names, not UUIDs (docs/dgemu.md)
 
 
 def chk_billing_accessor_line_item(w: World, b: dict) -> None:
@@ -298,6 +301,10 @@ def chk_project_update(w: World, b: dict) -> None:
 def chk_project_delete(w: World, b: dict) -> None:
     assert isinstance(b["message"], str)
     spec.check_error(w.owner.get(f"/v1/projects/{w.pid}"), 404, {"PROJECT_NOT_FOUND"})
+    with w.dg.client(w.key_secret) as c:  # its keys are dead on the data plane
+        dead = c.post("/v1/listen", params={"model": "nova-3"}, content=tone("0.5").wav(),
+                      headers={"Content-Type": "audio/wav"})
+    spec.check_error(dead, 401, {"INVALID_AUTH"})
 
 
 def chk_purchases(w: World, b: dict) -> None:

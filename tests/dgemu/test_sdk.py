@@ -285,3 +285,4 @@ def test_paging_is_stable_when_timestamps_tie(dgemu, client: DeepgramClient) -> 
         got = client.manage.v1.projects.requests.list(dgemu.project_id, limit=10.0, page=float(page))
         seen += [r.request_id for r in got.requests]
     assert len(seen) == 25 and set(seen) == ids
+    assert seen == sorted(ids, reverse=True), "ties are ordered by request_id, descending (docs/dgemu.md)"
