@@ -407,3 +407,28 @@ def test_failed_and_rejected_calls_are_not_billed(dgemu, owner) -> None:
     assert sum(r["requests"] for r in usage["results"]) == 0
     balance = dec_json(owner.get(f"/v1/projects/{pid}/balances"))["balances"][0]
     assert balance["amount"] == 200
+
+
+def test_injection_is_all_or_nothing(dgemu, owner) -> None:
+    """docs/dgemu.md: a repeated ``request_id`` → 409 DUPLICATE_REQUEST_ID, an invalid item → 400; in both
+    cases nothing of the batch is created."""
+    pid = dgemu.project_id
+    when = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rid = "11111111-2222-4333-8444-555555555555"
+
+    def rec(**kw) -> dict:
+        return {"api_key_id": "some-key", "created": when, "endpoint": "listen", "method": "sync",
+                "model": "nova-3", "duration_seconds": 3, **kw}
+
+    url = f"/_emulator/projects/{pid}/requests"
+    dup = owner.post(url, json={"requests": [rec(request_id=rid), rec(), rec(request_id=rid)]})
+    assert dup.status_code == 409 and dup.json()["err_code"] == "DUPLICATE_REQUEST_ID", dup.text
+    bad = owner.post(url, json={"requests": [rec(), rec(model="no-such-model")]})
+    assert bad.status_code == 400 and "requests[1]" in bad.text, bad.text
+    assert dec_json(owner.get(f"/v1/projects/{pid}/requests"))["requests"] == []
+    spec.inject(owner, pid, [rec(request_id=rid)])
+    again = owner.post(url, json={"requests": [rec(request_id=rid)]})
+    assert again.status_code == 409, again.text
+    page = dec_json(owner.get(f"/v1/projects/{pid}/requests"))["requests"]
+    assert [r["request_id"] for r in page] == [rid]
+    assert page[0]["api_key_id"] == "some-key"  # unknown keys are how unattributed usage is simulated
