@@ -274,3 +274,39 @@ def test_reencrypt_all_moves_every_secret_to_the_new_key(ready, dgemu):
         assert provider.verify_access().missing == ()
     finally:
         provider.close()
+
+
+def test_expired_keys_show_as_expired_and_hand_out_no_secret(ready, dgemu):
+    from datetime import timedelta
+
+    from keyledger.core.clock import FrozenClock
+
+    service = KeyService(ready)
+    issued = service.create("acme", ttl="1h")
+    later = Runtime(settings=ready.settings, environ=ready.environ, clock=FrozenClock(ready.clock.now()))
+    later.clock.advance(timedelta(hours=2))
+    later_keys = KeyService(later)
+    assert [k.status for k in later_keys.list(customer="acme")] == ["expired"]
+    assert later_keys.list(status="active") == [] and len(later_keys.list(status="expired")) == 1
+    with pytest.raises(Conflict, match="expired"):
+        later_keys.secret(issued.key.id)
+    with pytest.raises(Invalid, match="status"):
+        later_keys.list(status="bogus")
+    later.engine.dispose()
+
+
+def test_grant_token_from_a_member_key(ready, dgemu):
+    from keyledger.provider.port import ProviderCredentials
+
+    member = dg_create_key(dgemu, ["member"])["key"]
+    provider = ready.make_provider(ProviderCredentials(dgemu.base_url, dgemu.project_id, member))
+    try:
+        grant = provider.grant_token(ttl_seconds=60)
+    finally:
+        provider.close()
+    assert grant.expires_in == 60 and grant.access_token and member not in repr(grant)
+    with dgemu.client() as c:
+        r = c.post(
+            "/v1/speak", json={"text": "hi"}, headers={"Authorization": f"Bearer {grant.access_token}"}
+        )
+    assert r.status_code == 200

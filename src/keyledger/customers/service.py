@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from keyledger.customers import store
 from keyledger.customers.model import (
     DEFAULT_API_KEY_ENV,
     DEFAULT_BASE_URL,
+    KEY_STATUSES,
     Connection,
     Customer,
     IssuedKey,
@@ -332,20 +333,31 @@ class KeyService:
 
     # ------------------------------------------------------------------ queries
 
+    def _effective(self, key: Key) -> Key:
+        """An active key past its expiry date is shown as ``expired`` (Deepgram no longer accepts it)."""
+        if key.status == "active" and key.expires_at is not None and key.expires_at <= self.deps.clock.now():
+            return replace(key, status="expired")
+        return key
+
     def list(self, *, customer: str | None = None, status: str | None = None) -> list[Key]:
+        if status is not None and status not in KEY_STATUSES:
+            raise Invalid(f"key status {status!r} is not one of {', '.join(KEY_STATUSES)}")
         with _tx(self.deps.engine) as db:
             customer_id = store.get_customer(db, customer).id if customer else None
-            return store.list_keys(db, customer_id=customer_id, status=status)
+            only_revoked = "revoked" if status == "revoked" else None
+            stored = store.list_keys(db, customer_id=customer_id, status=only_revoked)
+        result = [self._effective(k) for k in stored]
+        return [k for k in result if status is None or k.status == status]
 
     def get(self, ref: str) -> Key:
         with _tx(self.deps.engine) as db:
-            return store.get_key(db, ref)
+            return self._effective(store.get_key(db, ref))
 
     def secret(self, ref: str) -> str:
         """The decrypted secret of an active key (audited: it hands a credential out)."""
         now = self.deps.clock.now()
         with _tx(self.deps.engine) as db:
-            key = store.get_key(db, ref)
+            key = self._effective(store.get_key(db, ref))
             if key.status != "active":
                 raise Conflict(f"key {key.id} is {key.status}")
             blob = store.key_secret_ciphertext(db, key.id)
