@@ -286,3 +286,29 @@ def test_paging_is_stable_when_timestamps_tie(dgemu, client: DeepgramClient) -> 
         seen += [r.request_id for r in got.requests]
     assert len(seen) == 25 and set(seen) == ids
     assert seen == sorted(ids, reverse=True), "ties are ordered by request_id, descending (docs/dgemu.md)"
+
+
+def test_async_client(dgemu) -> None:
+    """AsyncDeepgramClient: its WebSocket goes through websockets' legacy client (``extra_headers``)."""
+    import asyncio
+
+    from deepgram import AsyncDeepgramClient
+
+    async def run() -> tuple[float, list]:
+        client = AsyncDeepgramClient(api_key=dgemu.owner_key, environment=environment(dgemu))
+        resp = await client.listen.v1.media.transcribe_file(request=tone("1.5").wav(), model="nova-3")
+        got = []
+        async with client.listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=16000) as sock:
+            await sock.send_media(tone("1").pcm)
+            await sock.send_finalize()
+            await sock.send_close_stream()
+            async for msg in sock:
+                got.append(msg)
+        keys = await client.manage.v1.projects.keys.list(dgemu.project_id)
+        assert keys.api_keys
+        return resp.metadata.duration, got
+
+    duration, got = asyncio.run(run())
+    assert duration == 1.5
+    assert isinstance(got[-1], ListenV1Metadata) and got[-1].duration == 1.0
+    assert any(isinstance(m, ListenV1Results) and m.from_finalize for m in got)
