@@ -403,3 +403,21 @@ def test_secrets_rotate_with_the_key_in_the_environment(kl_env, run_cli):
     env = kl_env.with_(KEYLEDGER_SECRET_KEY=f"{new},{kl_env.env['KEYLEDGER_SECRET_KEY']}")
     out = ok(run_cli("secrets", "rotate", "--json", env=env))
     assert out["key_location"] == "env" and out["key_id"] == Cipher.from_config(new).keyring.primary_id
+
+
+def test_kill_9_during_secrets_rotate_loses_nothing(kl_env, run_cli, dgemu):
+    env = kl_env.with_(KEYLEDGER_SECRET_KEY=None, DEEPGRAM_API_KEY=dgemu.owner_key)
+    ok(run_cli("init", env=env), json_out=False)
+    add = ("connections", "add", "main", "--project-id", dgemu.project_id, "--base-url", dgemu.base_url)
+    ok(run_cli(*add, "--store-key", "--json", env=env))
+    ok(run_cli("customers", "add", "Acme", "--external-id", "acme", "--json", env=env))
+    env.pop("DEEPGRAM_API_KEY")  # from here on only the stored (encrypted) connection key is used
+    old_key = file_secret_key(kl_env.config_path)
+    crashed = run_cli("secrets", "rotate", env={**env, "KEYLEDGER_FAULT": "secrets.after_reencrypt"})
+    assert crashed.returncode == -9
+    both = file_secret_key(kl_env.config_path).split(",")
+    assert len(both) == 2 and both[1] == old_key  # the old key is kept until the rotation is done
+    created = ok(run_cli("keys", "create", "acme", "--json", env=env))  # everything still decrypts
+    ok(run_cli("secrets", "rotate", env=env), json_out=False)
+    assert "," not in file_secret_key(kl_env.config_path)
+    ok(run_cli("keys", "rotate", created["id"], "--json", env=env))

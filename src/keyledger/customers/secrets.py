@@ -22,6 +22,7 @@ from pathlib import Path
 
 from keyledger.core.crypto import Cipher, Keyring, generate_key
 from keyledger.core.errors import Invalid
+from keyledger.core.faults import fault_point
 from keyledger.customers.service import Deps, SecretsService
 
 SECRET_ENV = "KEYLEDGER_SECRET_KEY"
@@ -117,6 +118,7 @@ def rotate_secret_key(deps: Deps, *, config_path: Path, environ: dict[str, str] 
     set_file_secret_key(config_path, both.to_config())
     # 2. Everything re-encrypted in one transaction, then proven to decrypt with the new key alone.
     counts = SecretsService(deps).reencrypt_all(Cipher(both))
+    fault_point("secrets.after_reencrypt")
     # 3. Only now is the old key dropped.
     set_file_secret_key(config_path, both.only_primary().to_config())
     return Rotation(both.primary_id, old.ids, counts["keys"], counts["connections"], "file")
