@@ -266,6 +266,19 @@ def test_every_data_plane_call_is_attributed_and_priced(dgemu, owner) -> None:
     total = dec_json(owner.get(f"/v1/projects/{pid}/billing/breakdown", params=day))
     assert sum(r["dollars"] for r in total["results"]) == sum(e.usd for e in expected)
 
+    # ---- usage breakdown per accessor (docs/dgemu.md units: hours = Σ duration / 3600, total_hours =
+    # Σ total_audio / 3600 over listen records, each quantized to 10 places; tts_characters = Σ characters)
+    usage = dec_json(owner.get(f"/v1/projects/{pid}/usage/breakdown", params={**day, "grouping": "accessor"}))
+    rows = {r["grouping"]["accessor"]: r for r in usage["results"]}
+    assert set(rows) == {e.api_key_id for e in expected}
+    for key_id, row in rows.items():
+        mine = [e for e in expected if e.api_key_id == key_id]
+        stt = [e for e in mine if not e.line_item.endswith("aura-2")]
+        hours = (sum(e.duration for e in stt) / 3600).quantize(TEN_PLACES, rounding=ROUND_HALF_EVEN)
+        total = (sum(e.total_audio for e in stt) / 3600).quantize(TEN_PLACES, rounding=ROUND_HALF_EVEN)
+        got_row = (row["requests"], row["hours"], row["total_hours"], row["tts_characters"])
+        assert got_row == (len(mine), hours, total, sum(e.characters or 0 for e in mine)), (key_id, row)
+
     # ---- the balance is debited by exactly the billed amount (docs/dgemu.md: 200.00 − Σ usd)
     balance = dec_json(owner.get(f"/v1/projects/{pid}/balances"))["balances"][0]
     assert Decimal(str(balance["amount"])) == Decimal("200") - sum(e.usd for e in expected)
