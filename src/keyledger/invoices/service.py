@@ -1,0 +1,616 @@
+"""Invoice use cases: run (build or rebuild drafts), finalize, void, mark paid, credit notes, show, list,
+and the margin report. Each changes the database in one transaction, or not at all.
+
+Concurrency: a run locks the customer row (PostgreSQL ``FOR UPDATE``; SQLite writers are serialized by
+``BEGIN IMMEDIATE``) and the live invoice of the period; finalize locks the invoice, then increments the
+number counter in the same transaction (see :func:`keyledger.invoices.store.next_number`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Context, Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from keyledger.core.clock import Clock
+from keyledger.core.errors import Conflict, Invalid, KeyledgerError, NotFound
+from keyledger.core.ids import new_id
+from keyledger.core.money import format_amount, minor_units, round_money, to_decimal
+from keyledger.customers import store as customer_store
+from keyledger.customers.model import Customer
+from keyledger.invoices import calc, store
+from keyledger.invoices.model import (
+    Action,
+    Status,
+    check_credit,
+    counter_name,
+    format_number,
+    local_bounds,
+    money_str,
+    num_str,
+    remaining,
+    transition,
+    validate_prefix,
+    zone,
+)
+from keyledger.pricing.model import Period
+from keyledger.pricing.rates import EXACT
+from keyledger.pricing.service import get_plan_version, plan_for
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    customer_id: str
+    customer: str  # external id, for people
+    outcome: str  # created | rebuilt | unchanged | skipped | failed | finalized
+    invoice_id: str | None = None
+    number: str | None = None
+    total: Decimal | None = None
+    currency: str | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "customer_id": self.customer_id,
+            "customer": self.customer,
+            "outcome": self.outcome,
+            "invoice_id": self.invoice_id,
+            "number": self.number,
+            "total": None if self.total is None else money_str(self.total, self.currency or "USD"),
+            "currency": self.currency,
+            "message": self.message,
+        }
+
+
+@dataclass
+class RunReport:
+    period: str
+    entries: list[RunEntry] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[RunEntry]:
+        return [e for e in self.entries if e.outcome == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"period": self.period, "invoices": [e.to_dict() for e in self.entries]}
+
+
+def _iso(at: Any) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def invoice_summary(inv: dict[str, Any]) -> dict[str, Any]:
+    """PRODUCT §11 ``invoices list`` object."""
+    return {
+        "id": inv["id"],
+        "number": inv["number"],
+        "status": inv["status"],
+        "customer_id": inv["customer_id"],
+        "period": inv["period"],
+        "currency": inv["currency"],
+        "total": money_str(inv["total"], inv["currency"]),
+    }
+
+
+@dataclass
+class InvoiceService:
+    engine: Engine
+    clock: Clock
+    prefix: str = "INV"
+    credit_prefix: str = "CN"
+    due_days: int = 30
+    actor: str = "cli"
+
+    def __post_init__(self) -> None:
+        self.prefix = validate_prefix(self.prefix)
+        self.credit_prefix = validate_prefix(self.credit_prefix)
+        if self.prefix == self.credit_prefix:
+            raise Invalid("invoice_prefix and credit_note_prefix must differ")
+
+    @classmethod
+    def from_settings(cls, engine: Engine, clock: Clock, settings: Any, actor: str = "cli") -> InvoiceService:
+        return cls(
+            engine,
+            clock,
+            prefix=getattr(settings, "invoice_prefix", "INV"),
+            credit_prefix=getattr(settings, "credit_note_prefix", "CN"),
+            due_days=int(getattr(settings, "invoice_due_days", 30)),
+            actor=actor,
+        )
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as db:
+            yield db
+
+    # ------------------------------------------------------------------------ run
+
+    def run(self, period_key: str, *, customer: str | None = None, finalize: bool = False) -> RunReport:
+        """Build (or rebuild) the draft of ``period_key`` for one customer or every customer with a plan.
+
+        Each customer's draft is its own transaction. With ``customer`` given, any problem is an error;
+        for all customers, a customer without a plan is skipped (reported) and one whose draft cannot be
+        priced is reported as failed while the others are built.
+        """
+        period = Period.month(period_key)
+        report = RunReport(period.key)
+        with self._tx() as db:
+            if customer is not None:
+                targets = [customer_store.get_customer(db, customer)]
+            else:
+                targets = customer_store.list_customers(db)
+        for c in targets:
+            if c.plan is None:
+                if customer is not None:
+                    raise Invalid(
+                        f"customer {c.external_id} has no plan (set one: keyledger customers update "
+                        f"{c.external_id} --plan PLAN)"
+                    )
+                report.entries.append(RunEntry(c.id, c.external_id, "skipped", message="no plan"))
+                continue
+            try:
+                entry = self._build(c.id, period)
+            except KeyledgerError as exc:
+                if customer is not None:
+                    raise
+                report.entries.append(RunEntry(c.id, c.external_id, "failed", message=str(exc)))
+                continue
+            if finalize and entry.outcome in ("created", "rebuilt"):
+                inv = self.finalize(entry.invoice_id)
+                entry = RunEntry(
+                    c.id,
+                    c.external_id,
+                    "finalized",
+                    inv["id"],
+                    inv["number"],
+                    inv["total"],
+                    inv["currency"],
+                    entry.outcome,
+                )
+            report.entries.append(entry)
+        return report
+
+    def _build(self, customer_id: str, period: Period) -> RunEntry:
+        try:
+            with self._tx() as db:
+                c = customer_store.get_customer(db, customer_id, for_update=True)
+                return self._build_in(db, c, period)
+        except IntegrityError:
+            raise Conflict(
+                f"invoice for {customer_id} {period.key} changed concurrently; run again"
+            ) from None
+
+    def _build_in(self, db: Connection, c: Customer, period: Period) -> RunEntry:
+        now = self.clock.now()
+        existing = store.live_invoice(db, c.id, period.key)
+        if existing is not None and existing["status"] != Status.DRAFT:
+            return RunEntry(
+                c.id,
+                c.external_id,
+                "unchanged",
+                existing["id"],
+                existing["number"],
+                existing["total"],
+                existing["currency"],
+                f"already {existing['status']}",
+            )
+        version = plan_for(db, c.plan, period.start)
+        plan = version.plan
+        if plan.currency != c.currency:
+            raise Invalid(
+                f"customer {c.external_id} is billed in {c.currency} "
+                f"but plan {plan.id!r} is in {plan.currency}"
+            )
+        lo, hi = local_bounds(period.start, period.end, c.timezone)
+        if existing is None:
+            invoice_id, outcome = new_id("inv"), "created"
+        else:
+            invoice_id, outcome = existing["id"], "rebuilt"
+            store.release_claims(db, invoice_id)
+        header = {
+            "customer_id": c.id,
+            "period": period.key,
+            "period_start": period.start,
+            "period_end": period.end,
+            "starts_at": lo,
+            "ends_at": hi,
+            "timezone": c.timezone,
+            "currency": plan.currency,
+            "plan_id": plan.id,
+            "plan_version_id": version.id,
+            "plan_version": version.version,
+            "exchange_rate": plan.exchange_rate(period),
+            "tax_percent": plan.tax_percent,
+            "customer_name": c.name,
+            "customer_external_id": c.external_id,
+            "customer_email": c.email,
+            "updated_at": now,
+        }
+        zero = {
+            "subtotal": Decimal(0),
+            "tax": Decimal(0),
+            "total": Decimal(0),
+            "provider_cost_usd": Decimal(0),
+        }
+        if existing is None:
+            store.insert_invoice(
+                db, {"id": invoice_id, "status": "draft", "created_at": now, **header, **zero}
+            )
+        # 1. this period's usage (not billed by any invoice yet), rated under the plan in effect.
+        store.claim(db, invoice_id, c.id, lo, hi, late=False)
+        lines = calc.period_lines(plan, period, store.claimed_usage(db, invoice_id, late=False))
+        # 2. late usage of earlier periods whose invoices are already issued.
+        for q in store.issued_before(db, c.id, period.key):
+            if not store.claim(db, invoice_id, c.id, q["starts_at"], q["ends_at"], late=True):
+                continue
+            q_plan = get_plan_version(db, q["plan_version_id"]).plan
+            if q_plan.currency != plan.currency:
+                raise Invalid(
+                    f"late usage from {q['period']} was billed in {q_plan.currency}, "
+                    f"but {period.key} is billed in {plan.currency}"
+                )
+            late = store.claimed_usage(db, invoice_id, late=True, lo=q["starts_at"], hi=q["ends_at"])
+            billed = store.billed_usage(db, c.id, q["starts_at"], q["ends_at"], other_than=invoice_id)
+            lines += calc.late_lines(q_plan, Period.month(q["period"]), billed, late)
+        # 3. totals.
+        t = calc.totals(lines, plan.tax_percent, plan.currency)
+        store.replace_lines(db, invoice_id, lines)
+        store.update_invoice(
+            db,
+            invoice_id,
+            {
+                **header,
+                "subtotal": t.subtotal,
+                "tax": t.tax,
+                "total": t.total,
+                "provider_cost_usd": t.provider_cost_usd,
+            },
+        )
+        customer_store.write_audit(
+            db,
+            at=now,
+            actor=self.actor,
+            action=f"invoice.{outcome}",
+            subject=invoice_id,
+            details={"customer_id": c.id, "period": period.key, "total": format_amount(t.total)},
+        )
+        return RunEntry(c.id, c.external_id, outcome, invoice_id, None, t.total, plan.currency)
+
+    # ------------------------------------------------------------------------ transitions
+
+    def _locked(self, db: Connection, ref: str) -> dict[str, Any]:
+        inv = store.get_invoice(db, ref, for_update=True)
+        if inv is None:
+            raise NotFound(f"invoice {ref!r} not found (give its id or number)")
+        return inv
+
+    def finalize(self, ref: str) -> dict[str, Any]:
+        """Freeze a draft and give it the next number of the gapless sequence, in one transaction."""
+        with self._tx() as db:
+            inv = self._locked(db, ref)
+            to = transition(inv["status"], Action.FINALIZE, ref)
+            now = self.clock.now()
+            issued = now.astimezone(zone(inv["timezone"])).date()
+            seq = store.next_number(db, counter_name(self.prefix, issued.year))
+            number = format_number(self.prefix, issued.year, seq)
+            store.update_invoice(
+                db,
+                inv["id"],
+                {
+                    "status": to.value,
+                    "number": number,
+                    "issued_on": issued,
+                    "due_on": issued + timedelta(days=self.due_days),
+                    "finalized_at": now,
+                    "updated_at": now,
+                },
+            )
+            customer_store.write_audit(
+                db,
+                at=now,
+                actor=self.actor,
+                action="invoice.finalized",
+                subject=inv["id"],
+                details={"number": number, "total": format_amount(inv["total"]), "currency": inv["currency"]},
+            )
+            return store.get_invoice(db, inv["id"])
+
+    def mark_paid(self, ref: str) -> dict[str, Any]:
+        with self._tx() as db:
+            inv = self._locked(db, ref)
+            to = transition(inv["status"], Action.MARK_PAID, ref)
+            now = self.clock.now()
+            store.update_invoice(db, inv["id"], {"status": to.value, "paid_at": now, "updated_at": now})
+            customer_store.write_audit(
+                db,
+                at=now,
+                actor=self.actor,
+                action="invoice.paid",
+                subject=inv["id"],
+                details={"number": inv["number"]},
+            )
+            return store.get_invoice(db, inv["id"])
+
+    def void(self, ref: str, *, reason: str | None = None) -> dict[str, Any]:
+        """Void a finalized invoice: it keeps its number; its usage is released, so a new run of the
+        period builds a replacement that bills it (no usage is lost)."""
+        with self._tx() as db:
+            inv = self._locked(db, ref)
+            to = transition(inv["status"], Action.VOID, ref)
+            if store.credit_notes_of(db, inv["id"]):
+                raise Conflict(f"cannot void invoice {ref}: it has credit notes (credit the rest instead)")
+            now = self.clock.now()
+            store.update_invoice(
+                db,
+                inv["id"],
+                {
+                    "status": to.value,
+                    "voided_at": now,
+                    "void_reason": reason,
+                    "updated_at": now,
+                },
+            )
+            released = store.release_claims(db, inv["id"])
+            customer_store.write_audit(
+                db,
+                at=now,
+                actor=self.actor,
+                action="invoice.voided",
+                subject=inv["id"],
+                details={"number": inv["number"], "reason": reason, "released_usage_records": released},
+            )
+            return store.get_invoice(db, inv["id"])
+
+    # ------------------------------------------------------------------------ credit notes
+
+    def credit(
+        self, ref: str, *, reason: str, amount: str | Decimal | None = None, lines: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Issue a credit note against a finalized or paid invoice: the whole remaining amount (default),
+        ``amount`` (before tax; tax at the invoice's rate is added) or whole ``lines`` (positions)."""
+        if not reason or not reason.strip():
+            raise Invalid("a credit note needs a reason (--reason)")
+        if amount is not None and lines:
+            raise Invalid("give --amount or --line, not both")
+        with self._tx() as db:
+            inv = self._locked(db, ref)
+            transition(inv["status"], Action.CREDIT, ref)
+            label, cur = inv["number"], inv["currency"]
+            previous = store.credit_notes_of(db, inv["id"])
+            left = remaining(inv["subtotal"], inv["tax"], [(p["subtotal"], p["tax"]) for p in previous])
+            credited_lines: list[dict[str, Any]] = []
+            if lines:
+                by_pos = {i: line for i, line in enumerate(store.lines_of(db, inv["id"]), start=1)}
+                done = {entry["position"] for p in previous for entry in p["lines"]}
+                for pos in sorted(set(lines)):
+                    if pos not in by_pos:
+                        raise Invalid(f"invoice {label} has no line {pos} (lines 1..{len(by_pos)})")
+                    if pos in done:
+                        raise Conflict(f"line {pos} of invoice {label} was already credited")
+                    credited_lines.append(
+                        {
+                            "position": pos,
+                            "description": by_pos[pos].description,
+                            "amount": format_amount(by_pos[pos].amount),
+                        }
+                    )
+                sub = sum((by_pos[p["position"]].amount for p in credited_lines), Decimal(0))
+                tax = min(self._tax(sub, inv), left.tax)
+            elif amount is not None:
+                sub = to_decimal(amount, "--amount")
+                if -sub.as_tuple().exponent > minor_units(cur):
+                    raise Invalid(f"--amount {amount}: at most {minor_units(cur)} decimal places for {cur}")
+                tax = min(self._tax(sub, inv), left.tax)
+            else:
+                sub, tax = left.subtotal, left.tax
+            check_credit(sub, tax, left, cur, label)
+            now = self.clock.now()
+            year = now.astimezone(zone(inv["timezone"])).year
+            number = format_number(
+                self.credit_prefix, year, store.next_number(db, counter_name(self.credit_prefix, year))
+            )
+            note = {
+                "id": new_id("crn"),
+                "number": number,
+                "invoice_id": inv["id"],
+                "customer_id": inv["customer_id"],
+                "currency": cur,
+                "subtotal": sub,
+                "tax": tax,
+                "total": EXACT.add(sub, tax),
+                "reason": reason.strip(),
+                "lines": credited_lines,
+                "issued_at": now,
+            }
+            store.insert_credit_note(db, note)
+            customer_store.write_audit(
+                db,
+                at=now,
+                actor=self.actor,
+                action="credit_note.issued",
+                subject=note["id"],
+                details={"number": number, "invoice": label, "total": format_amount(note["total"])},
+            )
+            return credit_note_dict(note, label)
+
+    @staticmethod
+    def _tax(sub: Decimal, inv: dict[str, Any]) -> Decimal:
+        return round_money(
+            EXACT.divide(EXACT.multiply(sub, inv["tax_percent"]), Decimal(100)), inv["currency"]
+        )
+
+    # ------------------------------------------------------------------------ reads
+
+    def get(self, ref: str) -> dict[str, Any]:
+        with self._tx() as db:
+            inv = store.get_invoice(db, ref)
+            if inv is None:
+                raise NotFound(f"invoice {ref!r} not found (give its id or number)")
+            return self._document(db, inv)
+
+    def _document(self, db: Connection, inv: dict[str, Any]) -> dict[str, Any]:
+        lines = store.lines_of(db, inv["id"])
+        notes = store.credit_notes_of(db, inv["id"])
+        out = invoice_summary(inv)
+        cur = inv["currency"]
+        out.update(
+            {
+                "subtotal": money_str(inv["subtotal"], cur),
+                "tax": money_str(inv["tax"], cur),
+                "total": money_str(inv["total"], cur),
+                "lines": [line.to_dict(cur) for line in lines],
+                "tax_percent": num_str(inv["tax_percent"]),
+                "provider_cost_usd": num_str(inv["provider_cost_usd"]),
+                "exchange_rate": num_str(inv["exchange_rate"]),
+                "customer": {
+                    "id": inv["customer_id"],
+                    "external_id": inv["customer_external_id"],
+                    "name": inv["customer_name"],
+                    "email": inv["customer_email"],
+                },
+                "plan": {
+                    "id": inv["plan_id"],
+                    "version": inv["plan_version"],
+                    "version_id": inv["plan_version_id"],
+                },
+                "period_start": inv["period_start"].isoformat(),
+                "period_end": inv["period_end"].isoformat(),
+                "timezone": inv["timezone"],
+                "issued_on": None if inv["issued_on"] is None else inv["issued_on"].isoformat(),
+                "due_on": None if inv["due_on"] is None else inv["due_on"].isoformat(),
+                "created_at": _iso(inv["created_at"]),
+                "finalized_at": _iso(inv["finalized_at"]),
+                "paid_at": _iso(inv["paid_at"]),
+                "voided_at": _iso(inv["voided_at"]),
+                "void_reason": inv["void_reason"],
+                "credit_notes": [credit_note_dict(n, inv["number"]) for n in notes],
+            }
+        )
+        return out
+
+    def list(
+        self, *, period: str | None = None, customer: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        if period is not None:
+            period = Period.month(period).key
+        if status is not None and status not in {s.value for s in Status}:
+            raise Invalid(f"status {status!r}: use one of draft, finalized, paid, void")
+        with self._tx() as db:
+            cid = customer_store.get_customer(db, customer).id if customer else None
+            return [
+                invoice_summary(i)
+                for i in store.list_invoices(db, period=period, customer_id=cid, status=status)
+            ]
+
+    # ------------------------------------------------------------------------ margin
+
+    def margin(self, period_key: str) -> dict[str, Any]:
+        """Price vs provider cost per customer and line item, from the period's live invoices' lines.
+
+        Amounts are in each invoice's currency; provider costs are USD and are also shown converted at
+        the invoice's exchange rate (exact: a product, not rounded), so margin = amount - converted cost.
+        Late adjustments count in the period of the invoice that bills them.
+        """
+        period = Period.month(period_key)
+        with self._tx() as db:
+            invs = [i for i in store.list_invoices(db, period=period.key) if i["status"] != Status.VOID]
+            credited = store.credited_in(db, [i["id"] for i in invs])
+            customers = []
+            for inv in invs:
+                rows: dict[str, dict[str, Decimal]] = {}
+                for line in store.lines_of(db, inv["id"]):
+                    key = line.line_item or f"({line.kind.replace('_', ' ')})"
+                    r = rows.setdefault(key, {"amount": Decimal(0), "provider_cost_usd": Decimal(0)})
+                    r["amount"] = EXACT.add(r["amount"], line.amount)
+                    r["provider_cost_usd"] = EXACT.add(r["provider_cost_usd"], line.provider_cost_usd)
+                fx = inv["exchange_rate"]
+                items = []
+                for key in sorted(rows):
+                    r = rows[key]
+                    cost = EXACT.multiply(r["provider_cost_usd"], fx)
+                    items.append(
+                        _margin_row(
+                            {"line_item": key}, r["amount"], r["provider_cost_usd"], cost, inv["currency"]
+                        )
+                    )
+                cost_conv = EXACT.multiply(inv["provider_cost_usd"], fx)
+                customers.append(
+                    {
+                        **_margin_row(
+                            {
+                                "customer_id": inv["customer_id"],
+                                "customer": inv["customer_external_id"],
+                                "invoice_id": inv["id"],
+                                "number": inv["number"],
+                                "status": inv["status"],
+                                "currency": inv["currency"],
+                                "exchange_rate": num_str(fx),
+                            },
+                            inv["subtotal"],
+                            inv["provider_cost_usd"],
+                            cost_conv,
+                        ),
+                        "credited": money_str(credited.get(inv["id"], Decimal(0)), inv["currency"]),
+                        "lines": items,
+                    }
+                )
+        totals: dict[str, dict[str, Decimal]] = {}
+        for inv in invs:
+            t = totals.setdefault(
+                inv["currency"], {"amount": Decimal(0), "cost": Decimal(0), "usd": Decimal(0)}
+            )
+            t["amount"] = EXACT.add(t["amount"], inv["subtotal"])
+            t["usd"] = EXACT.add(t["usd"], inv["provider_cost_usd"])
+            t["cost"] = EXACT.add(t["cost"], EXACT.multiply(inv["provider_cost_usd"], inv["exchange_rate"]))
+        return {
+            "period": period.key,
+            "customers": customers,
+            "totals": [
+                _margin_row({"currency": cur}, t["amount"], t["usd"], t["cost"])
+                for cur, t in sorted(totals.items())
+            ],
+        }
+
+
+def _margin_row(
+    base: dict[str, Any], amount: Decimal, cost_usd: Decimal, cost: Decimal, currency: str = "USD"
+) -> dict[str, Any]:
+    margin = EXACT.subtract(amount, cost)
+    # A ratio for people, not money: 4 significant digits, never used in any amount.
+    pct = num_str(_RATIO.divide(EXACT.multiply(margin, Decimal(100)), amount)) if amount else None
+    return {
+        **base,
+        "amount": money_str(amount, base.get("currency") or currency),
+        "provider_cost_usd": num_str(cost_usd),
+        "provider_cost": num_str(cost),
+        "margin": num_str(margin),
+        "margin_percent": pct,
+    }
+
+
+_RATIO = Context(prec=4)
+
+
+def credit_note_dict(note: dict[str, Any], invoice_number: str | None) -> dict[str, Any]:
+    return {
+        "id": note["id"],
+        "number": note["number"],
+        "invoice_id": note["invoice_id"],
+        "invoice_number": invoice_number,
+        "customer_id": note["customer_id"],
+        "currency": note["currency"],
+        "subtotal": money_str(note["subtotal"], note["currency"]),
+        "tax": money_str(note["tax"], note["currency"]),
+        "total": money_str(note["total"], note["currency"]),
+        "reason": note["reason"],
+        "lines": note["lines"],
+        "issued_at": _iso(note["issued_at"])
+        if isinstance(note["issued_at"], datetime)
+        else note["issued_at"],
+    }

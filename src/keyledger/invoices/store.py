@@ -1,0 +1,266 @@
+"""SQL for invoices, their lines, usage claims, credit notes and number counters (SQLAlchemy Core).
+
+Every function takes an open connection; the caller (``service``) owns the transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from keyledger.db.tables_customers import connections
+from keyledger.db.tables_invoices import credit_notes, invoice_lines, invoice_usage, invoices, number_counters
+from keyledger.db.tables_usage import usage_records
+from keyledger.invoices.calc import Line
+from keyledger.pricing.model import UsageLine
+
+LIVE = ("draft", "finalized", "paid")
+ISSUED = ("finalized", "paid")
+
+# ---------------------------------------------------------------------------- invoices
+
+
+def get_invoice(db: Connection, ref: str, *, for_update: bool = False) -> dict[str, Any] | None:
+    """By id or number (``ref`` may be either)."""
+    q = select(invoices).where(or_(invoices.c.id == ref, invoices.c.number == ref))
+    if for_update:
+        q = q.with_for_update()
+    row = db.execute(q).mappings().first()
+    return dict(row) if row else None
+
+
+def live_invoice(db: Connection, customer_id: str, period: str) -> dict[str, Any] | None:
+    row = (
+        db.execute(
+            select(invoices)
+            .where(
+                invoices.c.customer_id == customer_id,
+                invoices.c.period == period,
+                invoices.c.status.in_(LIVE),
+            )
+            .with_for_update()
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def issued_before(db: Connection, customer_id: str, period: str) -> list[dict[str, Any]]:
+    """The customer's finalized or paid invoices of periods before ``period``, oldest first."""
+    rows = (
+        db.execute(
+            select(invoices)
+            .where(
+                invoices.c.customer_id == customer_id,
+                invoices.c.period < period,
+                invoices.c.status.in_(ISSUED),
+            )
+            .order_by(invoices.c.period)
+        )
+        .mappings()
+        .all()
+    )
+    return [dict(r) for r in rows]
+
+
+def list_invoices(
+    db: Connection, *, period: str | None = None, customer_id: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    q = select(invoices).order_by(
+        invoices.c.period, invoices.c.customer_name, invoices.c.created_at, invoices.c.id
+    )
+    if period:
+        q = q.where(invoices.c.period == period)
+    if customer_id:
+        q = q.where(invoices.c.customer_id == customer_id)
+    if status:
+        q = q.where(invoices.c.status == status)
+    return [dict(r) for r in db.execute(q).mappings()]
+
+
+def insert_invoice(db: Connection, values: dict[str, Any]) -> None:
+    db.execute(insert(invoices).values(**values))
+
+
+def update_invoice(db: Connection, invoice_id: str, values: dict[str, Any]) -> None:
+    db.execute(update(invoices).where(invoices.c.id == invoice_id).values(**values))
+
+
+# ---------------------------------------------------------------------------- lines
+
+
+def replace_lines(db: Connection, invoice_id: str, lines: list[Line]) -> None:
+    db.execute(delete(invoice_lines).where(invoice_lines.c.invoice_id == invoice_id))
+    if lines:
+        db.execute(
+            insert(invoice_lines),
+            [
+                {
+                    "invoice_id": invoice_id,
+                    "position": i,
+                    "kind": line.kind,
+                    "description": line.description,
+                    "line_item": line.line_item,
+                    "unit": line.unit,
+                    "quantity": line.quantity,
+                    "unit_price": line.unit_price,
+                    "amount": line.amount,
+                    "provider_cost_usd": line.provider_cost_usd,
+                    "rate": line.rate,
+                    "late_adjustment": line.late_adjustment,
+                    "late_period": line.late_period,
+                }
+                for i, line in enumerate(lines, start=1)
+            ],
+        )
+
+
+def lines_of(db: Connection, invoice_id: str) -> list[Line]:
+    rows = db.execute(
+        select(invoice_lines)
+        .where(invoice_lines.c.invoice_id == invoice_id)
+        .order_by(invoice_lines.c.position)
+    ).mappings()
+    return [
+        Line(
+            kind=r["kind"],
+            description=r["description"],
+            line_item=r["line_item"],
+            unit=r["unit"],
+            quantity=r["quantity"],
+            unit_price=r["unit_price"],
+            amount=r["amount"],
+            provider_cost_usd=r["provider_cost_usd"],
+            rate=r["rate"],
+            late_adjustment=bool(r["late_adjustment"]),
+            late_period=r["late_period"],
+        )
+        for r in rows
+    ]
+
+
+# ---------------------------------------------------------------------------- usage claims
+
+ur = usage_records.c
+iu = invoice_usage.c
+
+
+def _unclaimed():
+    return ~exists(select(literal(1)).where(iu.usage_record_id == ur.id))
+
+
+def release_claims(db: Connection, invoice_id: str) -> int:
+    return db.execute(delete(invoice_usage).where(iu.invoice_id == invoice_id)).rowcount
+
+
+def claim(
+    db: Connection, invoice_id: str, customer_id: str, lo: datetime, hi: datetime, *, late: bool
+) -> int:
+    """Claim for the invoice every record of the customer created in [lo, hi) that no invoice bills yet."""
+    src = select(ur.id, literal(invoice_id), literal(late)).where(
+        ur.customer_id == customer_id, ur.created >= lo, ur.created < hi, _unclaimed()
+    )
+    result = db.execute(insert(invoice_usage).from_select(["usage_record_id", "invoice_id", "late"], src))
+    return result.rowcount
+
+
+def _usage_sum(db: Connection, where) -> list[UsageLine]:
+    byo = case((connections.c.kind == "byo", 1), else_=0)
+    q = (
+        select(ur.line_item, ur.unit, byo.label("byo"), func.sum(ur.quantity), func.sum(ur.cost_usd))
+        .select_from(
+            usage_records.join(invoice_usage, iu.usage_record_id == ur.id).outerjoin(
+                connections, connections.c.id == ur.connection_id
+            )
+        )
+        .where(where)
+        .group_by(ur.line_item, ur.unit, byo)
+        .order_by(ur.line_item, ur.unit, byo)
+    )
+    return [UsageLine(r[0], r[1], _dec(r[3]), _dec(r[4]), bool(r[2])) for r in db.execute(q)]
+
+
+def _dec(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(value or 0)
+
+
+def claimed_usage(
+    db: Connection, invoice_id: str, *, late: bool, lo: datetime | None = None, hi: datetime | None = None
+) -> list[UsageLine]:
+    where = and_(iu.invoice_id == invoice_id, iu.late == late)
+    if lo is not None:
+        where = and_(where, ur.created >= lo, ur.created < hi)
+    return _usage_sum(db, where)
+
+
+def billed_usage(
+    db: Connection, customer_id: str, lo: datetime, hi: datetime, *, other_than: str
+) -> list[UsageLine]:
+    """Usage of the customer in [lo, hi) claimed by invoices other than ``other_than``."""
+    return _usage_sum(
+        db,
+        and_(ur.customer_id == customer_id, ur.created >= lo, ur.created < hi, iu.invoice_id != other_than),
+    )
+
+
+def claimed_ids(db: Connection) -> dict[int, str]:
+    return {r[0]: r[1] for r in db.execute(select(iu.usage_record_id, iu.invoice_id))}
+
+
+def claims_count(db: Connection, invoice_id: str) -> int:
+    return db.execute(select(func.count()).where(iu.invoice_id == invoice_id)).scalar_one()
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def next_number(db: Connection, name: str) -> int:
+    """Increment the counter ``name`` (creating it at 1) and return the new value, in the caller's
+    transaction: the row stays locked (PostgreSQL) until commit, so concurrent finalizers queue and
+    a rolled-back finalize gives its number back — the sequence has no gaps."""
+    dialect = db.dialect.name
+    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = ins(number_counters).values(name=name, value=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[number_counters.c.name], set_={"value": number_counters.c.value + 1}
+    ).returning(number_counters.c.value)
+    return int(db.execute(stmt).scalar_one())
+
+
+# ---------------------------------------------------------------------------- credit notes
+
+
+def insert_credit_note(db: Connection, values: dict[str, Any]) -> None:
+    db.execute(insert(credit_notes).values(**values))
+
+
+def credit_notes_of(db: Connection, invoice_id: str) -> list[dict[str, Any]]:
+    rows = db.execute(
+        select(credit_notes).where(credit_notes.c.invoice_id == invoice_id).order_by(credit_notes.c.number)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def get_credit_note(db: Connection, ref: str) -> dict[str, Any] | None:
+    row = (
+        db.execute(select(credit_notes).where(or_(credit_notes.c.id == ref, credit_notes.c.number == ref)))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def credited_in(db: Connection, invoice_ids: list[str]) -> dict[str, Decimal]:
+    if not invoice_ids:
+        return {}
+    rows = db.execute(
+        select(credit_notes.c.invoice_id, func.sum(credit_notes.c.subtotal))
+        .where(credit_notes.c.invoice_id.in_(invoice_ids))
+        .group_by(credit_notes.c.invoice_id)
+    )
+    return {r[0]: _dec(r[1]) for r in rows}
