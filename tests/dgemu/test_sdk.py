@@ -312,3 +312,14 @@ def test_async_client(dgemu) -> None:
     assert duration == 1.5
     assert isinstance(got[-1], ListenV1Metadata) and got[-1].duration == 1.0
     assert any(isinstance(m, ListenV1Results) and m.from_finalize for m in got)
+
+
+def test_read_analyze(dgemu, client: DeepgramClient) -> None:
+    text = "The emulator reads. It summarizes and counts tokens."
+    resp = client.read.v1.text.analyze(request={"text": text}, summarize=True, sentiment=True)
+    info = resp.metadata.metadata
+    assert info.summary_info.input_tokens > 0 and info.sentiment_info.output_tokens > 0
+    rec = client.manage.v1.projects.requests.get(dgemu.project_id, info.request_id).request
+    details = rec.response["details"]
+    assert details["tokens_in"] == info.summary_info.input_tokens + info.sentiment_info.input_tokens
+    assert details["tokens_out"] == info.summary_info.output_tokens + info.sentiment_info.output_tokens
