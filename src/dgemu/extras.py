@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -119,6 +120,9 @@ async def inject_requests(emu: Emulator, request: Request) -> Any:
     to_us = timeutil.to_us
     zero = Decimal(0)
     num = (int, Decimal)
+    # one object per repeated value keeps a million records compact
+    si = sys.intern
+    tuples = store.interned
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise _fail(i, "must be an object")
@@ -188,9 +192,7 @@ async def inject_requests(emu: Emulator, request: Request) -> Any:
         else:
             seen.add(rid)
         config = get("config")
-        if config is None:
-            config = {"model": model}
-        elif not isinstance(config, dict):
+        if config is not None and not isinstance(config, dict):
             raise _fail(i, "'config' must be an object")
         deployment = get("deployment", "hosted")
         if deployment != "hosted" and deployment not in ENUMS["deployment"]:
@@ -208,13 +210,13 @@ async def inject_requests(emu: Emulator, request: Request) -> Any:
             Record(
                 rid,
                 created_us,
-                key_id,
-                path,
+                si(key_id),
+                si(path),
                 code,
-                deployment,
-                endpoint,
-                method,
-                model,
+                si(deployment),
+                si(endpoint),
+                si(method),
+                si(model),
                 row.line_item if ok else None,
                 duration,
                 total,
@@ -224,8 +226,8 @@ async def inject_requests(emu: Emulator, request: Request) -> Any:
                 tokens_in,
                 tokens_out,
                 usd,
-                () if get("tags") is None else _str_tuple(item, "tags", i),
-                () if get("features") is None else _str_tuple(item, "features", i),
+                () if get("tags") is None else tuples.setdefault(t := _str_tuple(item, "tags", i), t),
+                () if get("features") is None else tuples.setdefault(t := _str_tuple(item, "features", i), t),
                 config,
                 created_us,
                 visible,

@@ -148,7 +148,7 @@ class Record:
                 "method": self.method,
                 "tags": list(self.tags),
                 "features": list(self.features),
-                "config": self.config if self.config is not None else {},
+                "config": self.config if self.config is not None else {"model": self.model},
                 "line_item": self.line_item,
             }
             if self.endpoint == "speak":
@@ -429,6 +429,7 @@ class Store:
         self.prices = prices
         self.seed = seed
         self.version = 0
+        self.interned: dict[tuple, tuple] = {}
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
