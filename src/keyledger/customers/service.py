@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection as DB
 from sqlalchemy import Engine, Row
+from sqlalchemy.exc import IntegrityError
 
 from keyledger.core.clock import Clock
 from keyledger.core.crypto import Cipher, associated_data
@@ -536,43 +537,62 @@ class KeyService:
         fault_point("keys.after_provider_create")
         now = self.deps.clock.now()
         key_id = new_id("key")
-        with _tx(self.deps.engine) as db:
-            key = store.insert_key(
-                db,
-                {
-                    "id": key_id,
-                    "customer_id": cust.id,
-                    "connection_id": conn.id,
-                    "api_key_id": created.api_key_id,
-                    "secret_ciphertext": self.deps.cipher.encrypt(created.secret, key_secret_ad(key_id)),
-                    "comment": request["comment"],
-                    "scopes": list(created.scopes or request["scopes"]),
-                    "tags": list(request["tags"]),
-                    "operation_id": op["id"],
-                    "status": "active",
-                    "created_at": now,
-                    "expires_at": _parse_iso(request.get("expires_at")) or created.expires_at,
-                    "revoked_at": None,
-                },
-            )
-            if finish:
-                store.finish_operation(db, op["id"], state="done", at=now, key_id=key_id)
-            store.write_audit(
-                db,
-                at=now,
-                actor=self.actor,
-                action="key.create",
-                subject=key_id,
-                details={
-                    "customer_id": cust.id,
-                    "connection": conn.name,
-                    "api_key_id": created.api_key_id,
-                    "operation_id": op["id"],
-                    "scopes": list(key.scopes),
-                    "replaces": request.get("replaces"),
-                },
-            )
+        try:
+            with _tx(self.deps.engine) as db:
+                key = store.insert_key(
+                    db,
+                    {
+                        "id": key_id,
+                        "customer_id": cust.id,
+                        "connection_id": conn.id,
+                        "api_key_id": created.api_key_id,
+                        "secret_ciphertext": self.deps.cipher.encrypt(created.secret, key_secret_ad(key_id)),
+                        "comment": request["comment"],
+                        "scopes": list(created.scopes or request["scopes"]),
+                        "tags": list(request["tags"]),
+                        "operation_id": op["id"],
+                        "status": "active",
+                        "created_at": now,
+                        "expires_at": _parse_iso(request.get("expires_at")) or created.expires_at,
+                        "revoked_at": None,
+                    },
+                )
+                if finish:
+                    store.finish_operation(db, op["id"], state="done", at=now, key_id=key_id)
+                store.write_audit(
+                    db,
+                    at=now,
+                    actor=self.actor,
+                    action="key.create",
+                    subject=key_id,
+                    details={
+                        "customer_id": cust.id,
+                        "connection": conn.name,
+                        "api_key_id": created.api_key_id,
+                        "operation_id": op["id"],
+                        "scopes": list(key.scopes),
+                        "replaces": request.get("replaces"),
+                    },
+                )
+        except IntegrityError:
+            # A concurrent run of the same operation recorded its key first: ours is a duplicate.
+            return self._drop_duplicate(op, conn_row, created.api_key_id)
         return IssuedKey(key, created.secret)
+
+    def _drop_duplicate(self, op: dict[str, Any], conn_row: Row, api_key_id: str) -> IssuedKey:
+        provider = self.deps.provider_for(conn_row)
+        try:
+            provider.delete_key(api_key_id)
+        finally:
+            provider.close()
+        with _tx(self.deps.engine) as db:
+            winner = store.key_by_operation(db, op["id"])
+            if winner is None:
+                raise Conflict(f"key operation {op['id']} clashed with another run; run the command again")
+            blob = store.key_secret_ciphertext(db, winner.id)
+        secret = self.deps.cipher.decrypt(blob, key_secret_ad(winner.id)) if blob is not None else None
+        self.notes.append(f"another run finished operation {op['id']} at the same time; using its key")
+        return IssuedKey(winner, secret)
 
     def _adopt(
         self, op: dict[str, Any], cust: Customer, conn: Connection, found: ProviderKey, *, finish: bool
