@@ -42,7 +42,10 @@ def make_emulator(args: argparse.Namespace) -> tuple[Emulator, Persister | None]
         raise SystemExit(f"dgemu: --project-id must be a UUID, got {args.project_id!r}") from None
     if not args.owner_key or any(c.isspace() for c in args.owner_key):
         raise SystemExit("dgemu: --owner-key must be a non-empty string without whitespace")
-    prices = PriceTable.load(args.price_file)
+    try:
+        prices = PriceTable.load(args.price_file)
+    except (OSError, ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        raise SystemExit(f"dgemu: cannot load the price table {args.price_file}: {exc!r}") from None
     store = Store(args.project_id.lower(), args.owner_key, prices, seed=args.seed)
     persister = None
     if args.state:

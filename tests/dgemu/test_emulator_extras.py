@@ -279,3 +279,53 @@ def test_state_persists_across_restart(tmp_path) -> None:
 def test_health_needs_no_auth(dgemu) -> None:
     r = httpx.get(dgemu.base_url + "/_emulator/health")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_price_file_replaces_the_table(tmp_path) -> None:
+    table = {
+        "currency": "USD",
+        "items": [
+            {
+                "line_item": "sync::nova-3",
+                "endpoint": "listen",
+                "method": "sync",
+                "family": "nova-3",
+                "unit": "minute",
+                "price": "0.6",
+                "label": "Nova 3 custom",
+                "source": "test",
+            },
+            {
+                "line_item": "sync::aura-2",
+                "endpoint": "speak",
+                "method": "sync",
+                "family": "aura-2",
+                "unit": "1k_characters",
+                "price": "1",
+                "label": "Aura 2 custom",
+                "source": "test",
+            },
+        ],
+    }
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(table))
+    server = start_dgemu(["--price-file", str(path)])
+    try:
+        pid = server.project_id
+        with server.client() as c:
+            inject(
+                c,
+                pid,
+                [
+                    rec(1, duration_seconds=30),
+                    rec(2, endpoint="speak", model="aura-2-thalia-en", characters=7, duration_seconds=None),
+                ],
+            )
+            assert inject(c, pid, [rec(3, method="streaming")]).status_code == 400  # not priced here
+            recs = json.loads(c.get(f"/v1/projects/{pid}/requests").text, parse_float=Decimal)["requests"]
+            usd = sorted(r["response"]["details"]["usd"] for r in recs)
+            assert usd == [Decimal("0.007"), Decimal("0.3")]
+            fields = c.get(f"/v1/projects/{pid}/billing/fields", params={"start": "2026-07-01"}).json()
+            assert fields["line_items"] == {"sync::aura-2": "Aura 2 custom", "sync::nova-3": "Nova 3 custom"}
+    finally:
+        stop_dgemu(server)
