@@ -13,6 +13,7 @@ from keyledger.core.crypto import generate_key
 from keyledger.core.errors import Invalid, KeyledgerError
 from keyledger.customers.cli import connections_app, customers_app, keys_app, secrets_app
 from keyledger.customers.secrets import create_config_file, file_secret_key, render_config
+from keyledger.invoices.cli import invoices_app, report_app
 from keyledger.pricing.cli import plans_app
 from keyledger.usage.cli import register as register_usage_commands
 
@@ -36,6 +37,10 @@ register_usage_commands(app)
 
 # pricing/ : plans
 app.add_typer(plans_app, name="plans")
+
+# invoices/ : invoices, report margin
+app.add_typer(invoices_app, name="invoices")
+app.add_typer(report_app, name="report")
 
 # ---------------------------------------------------------------------------- init
 
