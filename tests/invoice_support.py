@@ -58,7 +58,7 @@ mode: cost_plus
 markup_percent: "20"
 tax_percent: "19"
 effective_from: 2025-01-01
-exchange_rates: {"2026-01": "0.9", "2026-02": "0.8"}
+exchange_rates: {"2026-01": "0.9", "2026-02": "0.8", "2026-03": "0.85"}
 """
 
 _seq = itertools.count(1)

@@ -144,7 +144,7 @@ class InvoiceService:
             if customer is not None:
                 targets = [customer_store.get_customer(db, customer)]
             else:
-                targets = customer_store.list_customers(db)
+                targets = sorted(customer_store.list_customers(db), key=lambda c: c.external_id)
         for c in targets:
             if c.plan is None:
                 if customer is not None:
