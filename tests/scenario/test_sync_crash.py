@@ -20,6 +20,7 @@ from tests.usage_support import (
     add_customer,
     add_key,
     dgemu_requests,
+    faults,
     inject,
     ledger_rows,
     make_requests,
@@ -161,4 +162,29 @@ def test_two_syncs_at_once_are_safe_and_idempotent(env):
 
     runs = [json.loads(out_a)["runs"][0], json.loads(out_b)["runs"][0]]
     assert sum(r["inserted"] for r in runs) == N
+    assert_exact(env)
+
+
+def test_kill_during_a_429_and_5xx_storm_then_resume_in_the_storm(env, db_url):
+    if db_url.startswith("postgresql"):
+        pytest.skip("the storm variant runs on SQLite")
+    inject(
+        env.dgemu,
+        make_requests(
+            N,
+            keys=["dg-a", "dg-x"],
+            start=now() - timedelta(hours=30),
+            end=now() - timedelta(minutes=2),
+            seed=8,
+        ),
+    )
+    faults(env.dgemu, rate_limit_rate=0.25, error_rate=0.15, retry_after_seconds=0)
+    try:
+        storm = {"KEYLEDGER_PROVIDER_MAX_RETRIES": "10"}
+        res = env.run("sync", KEYLEDGER_FAULT=f"sync.after_page_fetch:{RNG.randint(5, 50)}", **storm)
+        assert res.returncode == -signal.SIGKILL, res.stderr
+        res = env.run("sync", "--json", **storm)
+        assert res.returncode == 0, res.stderr
+    finally:
+        faults(env.dgemu, rate_limit_rate=0, error_rate=0)
     assert_exact(env)
