@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from keyledger.core.errors import Invalid
@@ -66,7 +67,9 @@ def run(
             table.add_column(col, justify="right" if col == "total" else "left")
         for e in report.entries:
             total = "" if e.total is None else f"{e.to_dict()['total']} {e.currency}"
-            table.add_row(e.customer, e.outcome, e.number or e.invoice_id or "", total, e.message)
+            table.add_row(
+                escape(e.customer), e.outcome, e.number or e.invoice_id or "", total, escape(e.message)
+            )
         _out().print(table)
     for e in report.entries:
         if e.outcome == "skipped":
@@ -120,13 +123,14 @@ def show(
     out.print(
         f"{doc['number'] or 'draft'} ({doc['id']})  {doc['status']}  {doc['customer']['name']} "
         f"[{doc['customer']['external_id']}]  period {doc['period']} ({doc['timezone']})  "
-        f"plan {doc['plan']['id']} v{doc['plan']['version']}"
+        f"plan {doc['plan']['id']} v{doc['plan']['version']}",
+        markup=False,
     )
     table = Table()
     for col in ("#", "description", "quantity", "unit", "unit price", "amount", "provider cost USD"):
         table.add_column(col, justify="left" if col in ("description", "unit") else "right")
     for i, line in enumerate(doc["lines"], start=1):
-        desc = ("[late] " if line["late_adjustment"] else "") + line["description"]
+        desc = escape(("[late] " if line["late_adjustment"] else "") + line["description"])
         table.add_row(
             str(i),
             desc,
@@ -139,10 +143,13 @@ def show(
     out.print(table)
     out.print(
         f"subtotal {doc['subtotal']}  tax ({doc['tax_percent']}%) {doc['tax']}  "
-        f"total {doc['total']} {doc['currency']}"
+        f"total {doc['total']} {doc['currency']}",
+        markup=False,
     )
     for cn in doc["credit_notes"]:
-        out.print(f"credit note {cn['number']}: -{cn['total']} {cn['currency']} ({cn['reason']})")
+        out.print(
+            f"credit note {cn['number']}: -{cn['total']} {cn['currency']} ({cn['reason']})", markup=False
+        )
 
 
 @invoices_app.command("finalize")
@@ -258,7 +265,7 @@ def margin(
         cur = c["currency"]
         for r in c["lines"]:
             table.add_row(
-                c["customer"],
+                escape(c["customer"]),
                 c["number"] or f"{c['status']}",
                 r["line_item"],
                 f"{r['amount']} {cur}",
@@ -269,7 +276,7 @@ def margin(
             )
         note = f" (credited {c['credited']})" if c["credited"] and c["credited"].strip("0.") else ""
         table.add_row(
-            c["customer"],
+            escape(c["customer"]),
             "",
             f"[b]total{note}[/b]",
             f"{c['amount']} {cur}",
