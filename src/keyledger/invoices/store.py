@@ -5,7 +5,7 @@ Every function takes an open connection; the caller (``service``) owns the trans
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -150,6 +150,16 @@ ur = usage_records.c
 iu = invoice_usage.c
 
 
+def _in_range(lo: datetime, hi: datetime) -> tuple:
+    """created in [lo, hi); the UTC-day bounds let the (customer_id, day) index narrow the scan."""
+    return (
+        ur.day >= lo.astimezone(UTC).date(),
+        ur.day <= hi.astimezone(UTC).date(),
+        ur.created >= lo,
+        ur.created < hi,
+    )
+
+
 def _unclaimed():
     return ~exists(select(literal(1)).where(iu.usage_record_id == ur.id))
 
@@ -163,7 +173,7 @@ def claim(
 ) -> int:
     """Claim for the invoice every record of the customer created in [lo, hi) that no invoice bills yet."""
     src = select(ur.id, literal(invoice_id), literal(late)).where(
-        ur.customer_id == customer_id, ur.created >= lo, ur.created < hi, _unclaimed()
+        ur.customer_id == customer_id, *_in_range(lo, hi), _unclaimed()
     )
     result = db.execute(insert(invoice_usage).from_select(["usage_record_id", "invoice_id", "late"], src))
     return result.rowcount
@@ -204,7 +214,7 @@ def billed_usage(
     """Usage of the customer in [lo, hi) claimed by invoices other than ``other_than``."""
     return _usage_sum(
         db,
-        and_(ur.customer_id == customer_id, ur.created >= lo, ur.created < hi, iu.invoice_id != other_than),
+        and_(ur.customer_id == customer_id, *_in_range(lo, hi), iu.invoice_id != other_than),
     )
 
 
