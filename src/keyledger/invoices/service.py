@@ -481,6 +481,7 @@ class InvoiceService:
                 },
                 "period_start": inv["period_start"].isoformat(),
                 "period_end": inv["period_end"].isoformat(),
+                "period_last_day": (inv["period_end"] - timedelta(days=1)).isoformat(),
                 "timezone": inv["timezone"],
                 "issued_on": None if inv["issued_on"] is None else inv["issued_on"].isoformat(),
                 "due_on": None if inv["due_on"] is None else inv["due_on"].isoformat(),
