@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,11 @@ class AccessReport:
     missing: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class UsageRecord:
-    """One Deepgram request, as the ledger stores it. Quantities and costs are exact decimals."""
+class UsageRecord(NamedTuple):
+    """One Deepgram request, as the ledger stores it. Quantities and costs are exact decimals.
+
+    A NamedTuple rather than a frozen dataclass: a sync builds millions of these, and a tuple is built
+    several times faster (immutable all the same)."""
 
     request_id: str
     api_key_id: str

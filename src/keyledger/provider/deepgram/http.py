@@ -102,8 +102,11 @@ class DeepgramHTTP:
         exp = min(self.backoff_cap, self.backoff_base * (2 ** (state.attempt_number - 1)))
         return random.uniform(0, exp)  # noqa: S311 - full jitter
 
-    def request(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> Any:
-        """Send one call; returns the parsed JSON (numbers with fractions as Decimal)."""
+    def request(
+        self, method: str, path: str, *, retry: bool = True, decode: bool = True, **kwargs: Any
+    ) -> Any:
+        """Send one call; returns the parsed JSON (numbers with fractions as Decimal), or the raw body
+        bytes with ``decode=False`` (for a caller that parses elsewhere, e.g. off a prefetch thread)."""
 
         def once() -> Any:
             self.calls += 1
@@ -123,6 +126,8 @@ class DeepgramHTTP:
                 raise ProviderError(
                     f"Deepgram {method} {path}: {response.status_code} {_error_message(response)}"
                 )
+            if not decode:
+                return response.content
             if not response.content:
                 return None
             return loads_exact(response.content)

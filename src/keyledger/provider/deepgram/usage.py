@@ -23,6 +23,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from keyledger.core.errors import ProviderError
+from keyledger.core.money import loads_exact
 from keyledger.provider.deepgram.http import DeepgramHTTP
 from keyledger.provider.port import BillingRow, RequestsPage, UsageRecord
 
@@ -286,15 +287,23 @@ class UsageAPI:
             self._line_items = LineItemResolver()
         return self._line_items
 
-    def _requests_body(self, start: datetime, end: datetime, page: int, limit: int) -> Any:
+    def _requests_body(self, start: datetime, end: datetime, page: int, limit: int) -> bytes:
         return self.http.request(
             "GET",
             f"{self.http.project_path}/requests",
             params={"start": format_instant(start), "end": format_instant(end), "limit": limit, "page": page},
+            decode=False,
         )
 
+    @staticmethod
+    def _decode(content: bytes) -> Any:
+        try:
+            return loads_exact(content) if content else None
+        except ValueError:
+            raise ProviderError("Deepgram request log: the response is not JSON") from None
+
     def list_requests(self, *, start: datetime, end: datetime, page: int, limit: int) -> RequestsPage:
-        body = self._requests_body(start, end, page, limit)
+        body = self._decode(self._requests_body(start, end, page, limit))
         return parse_requests_page(body, self._resolver(), page=page, limit=limit)
 
     def iter_requests(self, *, start: datetime, end: datetime, limit: int) -> Iterator[RequestsPage]:
@@ -308,7 +317,9 @@ class UsageAPI:
             pending: Future = pool.submit(self._requests_body, start, end, 0, limit)
             page = 0
             while True:
-                body = pending.result()
+                # Only the HTTP exchange runs on the prefetch thread (it waits on the socket, without
+                # the GIL); decoding and parsing stay here, so the two threads do not fight for the GIL.
+                body = self._decode(pending.result())
                 items = body.get("requests") if isinstance(body, dict) else None
                 full = isinstance(items, list) and len(items) >= limit
                 if full:
