@@ -314,24 +314,29 @@ def main() -> None:
         emit("bulk_inject_rate", N / (time.perf_counter() - t_inj), "records/s")
 
         url = setup_db(tmp / "kl.db", base, keys)
+        lo, hi = oldest - dt.timedelta(minutes=1), newest + dt.timedelta(minutes=1)
+        # The machine may be shared: the bare baseline runs before and after the sync; their mean is used.
+        bare_before, bare_rows, latencies = bare_baseline(base, tmp / "bare1.db", lo, hi)
         full_time, full, rss_kb = run_sync(url, tmp)
         assert full["inserted"] == N, full
-        bare_time, bare_rows, latencies = bare_baseline(
-            base, tmp / "bare.db", oldest - dt.timedelta(minutes=1), newest + dt.timedelta(minutes=1)
-        )
-        assert bare_rows == N, bare_rows
+        bare_after, bare_rows2, latencies2 = bare_baseline(base, tmp / "bare2.db", lo, hi)
+        assert bare_rows == bare_rows2 == N, (bare_rows, bare_rows2)
+        bare_time = (bare_before + bare_after) / 2
         emit(
-            "dgemu_page_latency", statistics.median(latencies) * 1000, "ms/page of 1000", pages=len(latencies)
+            "dgemu_page_latency",
+            statistics.median(latencies + latencies2) * 1000,
+            "ms/page of 1000",
+            pages=len(latencies),
         )
         emit(
             "full_sync_rate",
             N / full_time,
             "records/s",
-            baseline=bare_rows / bare_time,
+            baseline=N / bare_time,
             target=">= 50000 records/s and ratio >= 0.5 (within 2x of bare)",
             records=N,
             seconds=round(full_time, 2),
-            bare_seconds=round(bare_time, 2),
+            bare_seconds=[round(bare_before, 2), round(bare_after, 2)],
         )
         bound = math.ceil(N / 1000) + full["windows"]
         emit(
