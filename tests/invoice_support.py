@@ -77,6 +77,7 @@ class World:
         self.managed = add_connection(engine, "con_m", "main")
         self.byo: dict[str, str] = {}
         self.accessor: dict[str, str] = {}
+        self.byo_accessor: dict[str, str] = {}
         self.service = InvoiceService(engine, self.clock)
 
     def customer(
@@ -90,6 +91,7 @@ class World:
             con = add_connection(self.engine, f"con_b{n}", f"byo-{ext}", kind="byo")
             add_key(self.engine, f"key_b_{ext}", c.id, con, f"acc-b-{ext}")
             self.byo[c.id] = con
+            self.byo_accessor[c.id] = f"acc-b-{ext}"
         return c.id
 
     def usage(
@@ -101,12 +103,15 @@ class World:
         cost: str = "0.0430",
         byo: bool = False,
     ) -> str:
+        """One usage record for the customer (on their BYO connection with ``byo``), through the ledger's
+        own bulk insert (dedupe, attribution by accessor, rollups)."""
         connection = self.byo[customer_id] if byo else self.managed
+        accessor = self.byo_accessor[customer_id] if byo else self.accessor[customer_id]
         rid = f"req-{next(_seq)}"
         method, _, model = line_item.partition("::")
         rec = UsageRecord(
             request_id=rid,
-            api_key_id=(f"acc-b-{customer_id}" if byo else self.accessor[customer_id]),
+            api_key_id=accessor,
             created=created,
             endpoint="listen",
             method=method,
@@ -116,9 +121,6 @@ class World:
             quantity=Decimal(minutes),
             cost_usd=Decimal(cost),
         )
-        if byo:
-            ext = self.accessor[customer_id].removeprefix("acc-")
-            rec = UsageRecord(**{**rec.__dict__, "api_key_id": f"acc-b-{ext}"})
         with self.engine.begin() as conn:
             usage_store.insert_records(
                 conn,
