@@ -34,6 +34,7 @@ def now() -> datetime:
 
 def one_line_error(res, *words: str) -> None:
     assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+    assert res.stdout == "", res.stdout
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     for w in words:

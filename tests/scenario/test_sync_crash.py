@@ -4,6 +4,7 @@ per-key totals equal dgemu's billing breakdown exactly. Also: two syncs at once.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 from collections import defaultdict
@@ -131,6 +132,7 @@ def test_kill_9_then_resume_ends_exact(env, kills, db_url):
             )
     res = env.run("sync", "--json")
     assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["runs"][0]["status"] == "succeeded"  # diagnostics stay on stderr
     assert_exact(env)
     with env.engine.connect() as conn:
         runs = conn.execute(select(sync_runs.c.status, sync_runs.c.error)).all()
@@ -158,8 +160,6 @@ def test_two_syncs_at_once_are_safe_and_idempotent(env):
     out_b, err_b = b.communicate(timeout=240)
     assert a.returncode == 0, err_a
     assert b.returncode == 0, err_b
-    import json
-
     runs = [json.loads(out_a)["runs"][0], json.loads(out_b)["runs"][0]]
     assert sum(r["inserted"] for r in runs) == N
     assert_exact(env)

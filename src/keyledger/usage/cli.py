@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import structlog
 import typer
 
 from keyledger.core.money import format_amount, round_money
@@ -31,6 +33,15 @@ def _usd(value: Decimal) -> str:
     return f"${format_amount(round_money(value, 'USD'))}"
 
 
+def _logs_to_stderr() -> None:
+    """Diagnostics (warnings and worse) go to stderr, never into stdout (which may carry JSON)."""
+    if not structlog.is_configured():
+        structlog.configure(
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        )
+
+
 def _open_provider(runtime):
     return lambda connection: runtime.provider_for(connection.id)
 
@@ -45,6 +56,7 @@ def sync(
     as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
 ) -> None:
     """Pull usage from Deepgram's request log into the ledger (safe to run concurrently and repeatedly)."""
+    _logs_to_stderr()
     runtime = ctx.obj
     since_at = model.parse_instant_option(since, "--since") if since else None
     until_at = model.parse_instant_option(until, "--until", end_of_day=True) if until else None

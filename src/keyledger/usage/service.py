@@ -229,7 +229,7 @@ class SyncService:
             report.error = str(exc)
             if provider is not None:
                 report.api_calls = _calls(provider)
-            log.warning("sync.failed", connection=c.name, error=report.error)
+            log.info("sync.failed", connection=c.name, error=report.error)
             with self.engine.begin() as conn:
                 store.finish_run(
                     conn,
@@ -274,7 +274,7 @@ class SyncService:
             # items the ledger already knows rather than stop the sync. Other failures fail the run.
             with self.engine.connect() as conn:
                 names = store.known_line_items(conn)
-            log.warning("sync.line_items_unavailable", connection=c.name, error=str(exc), known=len(names))
+            log.info("sync.line_items_unavailable", connection=c.name, error=str(exc), known=len(names))
         provider.use_line_items(names)
         windows = model.split_windows(interval, self.settings.sync_window_days)
         report.windows = len(windows)
