@@ -176,3 +176,29 @@ def test_number_counter_is_gapless_across_rollbacks(engine):
             raise RuntimeError("finalize failed after taking a number")
     with engine.begin() as conn:
         assert store.next_number(conn, "INV-2026") == 4  # the rolled-back number is given out again
+
+
+def test_migration_0003_downgrades_and_upgrades_cleanly(tmp_path):
+    from alembic import command
+
+    from keyledger.db.engine import make_engine
+    from keyledger.db.migrate import alembic_config, upgrade
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    eng = make_engine(url)
+    upgrade(eng)
+    cfg = alembic_config(url)
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    with eng.connect() as conn:
+        names = {
+            r[0]
+            for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')"))
+        }
+    assert not {n for n in names if "invoice" in n or "credit" in n or "counter" in n}
+    upgrade(eng)
+    with eng.connect() as conn:
+        triggers = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
+    assert {"kl_invoices_no_update", "kl_invoice_lines_no_delete", "kl_credit_notes_no_update"} <= triggers
+    eng.dispose()
