@@ -92,6 +92,9 @@ def test_sync_json_contract_and_usage_contract(env):
     assert sum(x["requests"] for x in by_day["lines"]) == usage["requests"]
     human = env.run("usage", "acme-1", "--from", frm, "--to", to)
     assert human.returncode == 0 and "total: $" in human.stdout
+    for by, shown in (("day", to[:5]), ("key", "dg-a-old")):
+        human = env.run("usage", "acme-1", "--from", frm, "--to", to, "--by", by)
+        assert human.returncode == 0 and shown in human.stdout, human.stdout + human.stderr
     plain = env.run("sync")
     assert plain.returncode == 0 and "main: fetched" in plain.stdout and "\x1b[" not in plain.stdout
 
