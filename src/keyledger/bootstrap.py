@@ -66,9 +66,15 @@ class Runtime:
         return self.make_provider(connection_credentials(connection, cipher, self.environ))
 
 
-def main() -> None:
-    from keyledger.cli.main import run
+def make_runtime(settings: Settings, environ: Mapping[str, str] | None = None) -> Runtime:
+    return Runtime(settings=settings, environ=environ if environ is not None else os.environ)
 
+
+def main() -> None:
+    from keyledger.cli.main import app, run
+    from keyledger.demo.cli import register as register_demo
+
+    register_demo(app, make_runtime)
     run(lambda: Runtime(settings=load_settings()))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plans"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "keyledger" / "demo" / "plans"
 
 
 def ok(result):

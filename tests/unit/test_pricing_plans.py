@@ -10,7 +10,7 @@ from keyledger.core.errors import Invalid
 from keyledger.pricing.model import ByoPricing, Mode, Tier, TierMode
 from keyledger.pricing.plans import load_plan_file, parse_plan_text, plan_from_dict
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plans"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "keyledger" / "demo" / "plans"
 TODAY = date(2026, 3, 15)
 
 PRODUCT_EXAMPLE = """\
