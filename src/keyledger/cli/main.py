@@ -46,15 +46,10 @@ app.add_typer(report_app, name="report")
 
 
 def _database_state(engine) -> tuple[str | None, str]:
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+    from keyledger.db.migrate import current_heads, heads
 
-    from keyledger.db.migrate import alembic_config
-
-    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-    return current, head
+    current = current_heads(engine)
+    return (",".join(sorted(current)) or None), ",".join(sorted(heads()))
 
 
 @app.command("init")
