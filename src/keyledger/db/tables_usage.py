@@ -89,7 +89,7 @@ usage_records = Table(
     # The sync batch (run and chunk) that inserted the row: daily rollups add exactly a batch's rows.
     Column("batch", String(48)),
     UniqueConstraint("connection_id", "request_id"),
-    Index("ix_usage_records_customer_day", "customer_id", "day"),
+    # No index by customer here: per-customer reads use usage_daily (and each index costs the bulk insert).
     Index("ix_usage_records_conn_created", "connection_id", "created"),
 )
 
