@@ -106,11 +106,13 @@ def recomputed_rollups(engine: Engine) -> dict[tuple, tuple]:
     return {k: tuple(v) for k, v in cells.items()}
 
 
-def dgemu_requests(dgemu, start: str = "2000-01-01", end: str = "2100-01-01", project_id=None) -> list[dict]:
+def dgemu_requests(
+    dgemu, start: str = "2000-01-01", end: str = "2100-01-01", project_id=None, key=None
+) -> list[dict]:
     """Every request record dgemu holds, read through the owner key, paging to the end."""
     out: list[dict] = []
     pid = project_id or dgemu.project_id
-    with dgemu.client() as c:
+    with dgemu.client(key) as c:
         page = 0
         while True:
             r = c.get(
@@ -125,10 +127,10 @@ def dgemu_requests(dgemu, start: str = "2000-01-01", end: str = "2100-01-01", pr
             page += 1
 
 
-def inject(dgemu, requests: list[dict], project_id=None) -> int:
+def inject(dgemu, requests: list[dict], project_id=None, key=None) -> int:
     pid = project_id or dgemu.project_id
     total = 0
-    with dgemu.client() as c:
+    with dgemu.client(key) as c:
         for i in range(0, len(requests), 5000):
             r = c.post(f"/_emulator/projects/{pid}/requests", json={"requests": requests[i : i + 5000]})
             r.raise_for_status()

@@ -241,3 +241,44 @@ def test_key_without_billing_scope_still_syncs_with_known_line_items(setup):
     assert_ledger_equals_dgemu(engine, dgemu)
     items = {r["line_item"] for r in ledger_rows(engine)}
     assert "streaming::nova-3" in items and not any(i.endswith("nova-3-medical") for i in items)
+
+
+def test_two_connections_each_hold_exactly_their_projects_records(setup):
+    engine, dgemu = setup
+    with dgemu.client() as c:
+        r = c.post("/_emulator/projects", json={"name": "customer's own"})
+        r.raise_for_status()
+        byo = r.json()
+    add_connection(
+        engine,
+        cid="con_2",
+        name="byo",
+        base_url=dgemu.base_url,
+        project_id=byo["project_id"],
+        kind="byo",
+    )
+    inject(dgemu, make_requests(700, keys=["dg-a", "dg-x"], start=now() - timedelta(days=2), end=now()))
+    inject(
+        dgemu,
+        make_requests(450, keys=["byo-key"], start=now() - timedelta(days=2), end=now(), seed=2),
+        project_id=byo["project_id"],
+        key=byo["owner_key"],
+    )
+    settings = Settings(sync_settle_seconds=0, sync_lookback_seconds=3600)
+    keys_by_project = {dgemu.project_id: dgemu.owner_key, byo["project_id"]: byo["owner_key"]}
+
+    def open_provider(connection):
+        return DeepgramProvider(
+            ProviderCredentials(dgemu.base_url, connection.project_id, keys_by_project[connection.project_id])
+        )
+
+    svc = SyncService(engine=engine, settings=settings, clock=SystemClock(), open_provider=open_provider)
+    runs = {r.connection: r for r in svc.sync()}
+    assert (runs["main"].inserted, runs["byo"].inserted) == (700, 450)
+    assert runs["byo"].unattributed == 450
+    for cid, pid in (("con_1", dgemu.project_id), ("con_2", byo["project_id"])):
+        theirs = {r["request_id"] for r in dgemu_requests(dgemu, project_id=pid, key=keys_by_project[pid])}
+        assert {r["request_id"] for r in ledger_rows(engine, cid)} == theirs
+    assert rollups(engine) == recomputed_rollups(engine)
+    [only] = svc.sync(connection="byo")
+    assert only.connection == "byo" and only.inserted == 0
