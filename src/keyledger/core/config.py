@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     invoice_prefix: str = "INV"
     credit_note_prefix: str = "CN"
     invoice_due_days: int = 30
+    # Worker (keyledger worker): job intervals, and the grace after a period closes before its invoices run.
+    worker_sync_interval_seconds: int = 300
+    worker_budget_interval_seconds: int = 60
+    worker_delivery_interval_seconds: int = 5
+    worker_invoice_interval_seconds: int = 3600
+    worker_invoice_grace_seconds: int = 2 * 24 * 3600
+    worker_invoice_finalize: bool = True
 
 
 def load_settings(**overrides: Any) -> Settings:

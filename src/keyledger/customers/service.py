@@ -49,6 +49,7 @@ from keyledger.customers.model import (
     validate_scopes,
     validate_timezone,
 )
+from keyledger.db.outbox import enqueue
 from keyledger.provider.port import Provider, ProviderCredentials, ProviderKey
 
 
@@ -81,6 +82,40 @@ def key_secret_ad(key_id: str) -> bytes:
 
 def connection_key_ad(connection_id: str) -> bytes:
     return associated_data("connections", connection_id, "api_key")
+
+
+def key_event(key: Key) -> dict[str, Any]:
+    """The payload of ``key.created`` / ``key.revoked`` (never the secret)."""
+    return {
+        "key_id": key.id,
+        "customer_id": key.customer_id,
+        "connection_id": key.connection_id,
+        "api_key_id": key.api_key_id,
+        "scopes": list(key.scopes),
+        "status": key.status,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+
+
+def customer_event(customer: Customer, **extra: Any) -> dict[str, Any]:
+    return {
+        "customer_id": customer.id,
+        "external_id": customer.external_id,
+        "status": customer.status,
+        **extra,
+    }
+
+
+def suspend_in(db: DB, customer: Customer, *, at: datetime, actor: str, details: dict[str, Any]) -> Customer:
+    """Suspend inside the caller's transaction: status, audit and ``customer.suspended`` together.
+    Returns the customer unchanged when already suspended (nothing is written, no event)."""
+    if customer.status == "suspended":
+        return customer
+    customer = store.update_customer(db, customer.id, {"status": "suspended", "updated_at": at})
+    store.write_audit(db, at=at, actor=actor, action="customer.suspend", subject=customer.id, details=details)
+    enqueue(db, "customer.suspended", customer_event(customer, **details), at)
+    return customer
 
 
 def connection_credentials(
@@ -194,17 +229,10 @@ class CustomerService:
         """
         now = self.deps.clock.now()
         with _tx(self.deps.engine) as db:
-            customer = store.get_customer(db, ref)
-            if customer.status != "suspended":
-                customer = store.update_customer(db, customer.id, {"status": "suspended", "updated_at": now})
-                store.write_audit(
-                    db,
-                    at=now,
-                    actor=self.actor,
-                    action="customer.suspend",
-                    subject=customer.id,
-                    details={"revoke_keys": revoke_keys},
-                )
+            customer = store.get_customer(db, ref, for_update=True)
+            customer = suspend_in(
+                db, customer, at=now, actor=self.actor, details={"revoke_keys": revoke_keys}
+            )
             active = store.list_keys(db, customer_id=customer.id, status="active") if revoke_keys else []
         keys = KeyService(self.deps, actor=self.actor)
         revoked = [keys.revoke(k.id, reason="suspend")[0] for k in active]
@@ -214,7 +242,7 @@ class CustomerService:
         """Reactivate a customer and (by default) issue a replacement for each key the suspension revoked."""
         now = self.deps.clock.now()
         with _tx(self.deps.engine) as db:
-            customer = store.get_customer(db, ref)
+            customer = store.get_customer(db, ref, for_update=True)
             if customer.status != "active":
                 customer = store.update_customer(db, customer.id, {"status": "active", "updated_at": now})
                 store.write_audit(
@@ -225,6 +253,7 @@ class CustomerService:
                     subject=customer.id,
                     details={"recreate_keys": recreate_keys},
                 )
+                enqueue(db, "customer.reinstated", customer_event(customer, recreate_keys=recreate_keys), now)
         issued: list[IssuedKey] = []
         if recreate_keys:
             issued = KeyService(self.deps, actor=self.actor).replace_suspended_keys(customer.id)
@@ -574,6 +603,7 @@ class KeyService:
                         "replaces": request.get("replaces"),
                     },
                 )
+                enqueue(db, "key.created", key_event(key), now)
         except IntegrityError:
             # A concurrent run of the same operation recorded its key first: ours is a duplicate.
             return self._drop_duplicate(op, conn_row, created.api_key_id)
@@ -636,6 +666,7 @@ class KeyService:
                     "replaces": request.get("replaces"),
                 },
             )
+            enqueue(db, "key.created", key_event(key), now)
         self.notes.append(
             f"adopted Deepgram key {found.api_key_id} created by interrupted operation {op['id']}; "
             "its secret "
@@ -686,7 +717,8 @@ class KeyService:
             provider.close()
         now = self.deps.clock.now()
         with _tx(self.deps.engine) as db:
-            store.mark_key_revoked(db, old.id, now)
+            if store.mark_key_revoked(db, old.id, now):
+                enqueue(db, "key.revoked", key_event(store.get_key(db, old.id)), now)
             store.finish_operation(db, op["id"], state="done", at=now)
             store.write_audit(
                 db,
@@ -718,6 +750,9 @@ class KeyService:
             provider.close()
         now = self.deps.clock.now()
         with _tx(self.deps.engine) as db:
+            if not store.mark_key_revoked(db, key.id, now):
+                # A concurrent revoke of the same key committed first: it recorded the operation and event.
+                return store.get_key(db, key.id), True
             op = store.insert_operation(
                 db,
                 {
@@ -732,7 +767,6 @@ class KeyService:
                     "finished_at": now,
                 },
             )
-            store.mark_key_revoked(db, key.id, now)
             store.write_audit(
                 db,
                 at=now,
@@ -747,6 +781,7 @@ class KeyService:
                 },
             )
             key = store.get_key(db, key.id)
+            enqueue(db, "key.revoked", key_event(key) | {"reason": reason}, now)
         return key, False
 
     def replace_suspended_keys(self, customer_id: str) -> list[IssuedKey]:

@@ -243,12 +243,14 @@ def set_key_ciphertext(db: DB, key_id: str, blob: bytes) -> None:
     db.execute(update(keys).where(keys.c.id == key_id).values(secret_ciphertext=blob))
 
 
-def mark_key_revoked(db: DB, key_id: str, at: datetime) -> None:
-    db.execute(
+def mark_key_revoked(db: DB, key_id: str, at: datetime) -> bool:
+    """Mark a key revoked; False when it already was (a concurrent revoke got there first)."""
+    result = db.execute(
         update(keys)
         .where(keys.c.id == key_id, keys.c.status != "revoked")
         .values(status="revoked", revoked_at=at)
     )
+    return result.rowcount > 0
 
 
 def key_owners(db: DB, connection_id: str) -> dict[str, tuple[str, str]]:

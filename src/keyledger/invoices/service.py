@@ -24,6 +24,7 @@ from keyledger.core.ids import new_id
 from keyledger.core.money import format_amount, minor_units, round_money, to_decimal
 from keyledger.customers import store as customer_store
 from keyledger.customers.model import Customer
+from keyledger.db.outbox import enqueue
 from keyledger.invoices import calc, store
 from keyledger.invoices.model import (
     Action,
@@ -319,7 +320,21 @@ class InvoiceService:
                 subject=inv["id"],
                 details={"number": number, "total": format_amount(inv["total"]), "currency": inv["currency"]},
             )
-            return store.get_invoice(db, inv["id"])
+            done = store.get_invoice(db, inv["id"])
+            event = {
+                "invoice_id": done["id"],
+                "number": number,
+                "customer_id": done["customer_id"],
+                "period": done["period"],
+                "currency": done["currency"],
+                "subtotal": format_amount(done["subtotal"]),
+                "tax": format_amount(done["tax"]),
+                "total": format_amount(done["total"]),
+                "issued_on": issued.isoformat(),
+                "due_on": done["due_on"].isoformat() if done["due_on"] else None,
+            }
+            enqueue(db, "invoice.finalized", event, now)
+            return done
 
     def mark_paid(self, ref: str) -> dict[str, Any]:
         with self._tx() as db:
