@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import typer
 from sqlalchemy import Engine, Row
 
 from keyledger.core.clock import Clock, SystemClock
@@ -70,11 +71,32 @@ def make_runtime(settings: Settings, environ: Mapping[str, str] | None = None) -
     return Runtime(settings=settings, environ=environ if environ is not None else os.environ)
 
 
+def register_serve(app) -> None:
+    """``keyledger serve``: mounted here because the CLI and the API are peers (neither imports the other)."""
+
+    @app.command("serve")
+    def serve(
+        ctx: typer.Context,
+        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+        port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    ) -> None:
+        """Serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) until interrupted."""
+        import uvicorn
+
+        from keyledger.api import create_app
+
+        runtime = ctx.obj
+        _ = runtime.cipher  # refuse to start without a secret key rather than fail on the first request
+        print(f"keyledger API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json)", flush=True)
+        uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning", access_log=False)
+
+
 def main() -> None:
     from keyledger.cli.main import app, run
     from keyledger.demo.cli import register as register_demo
 
     register_demo(app, make_runtime)
+    register_serve(app)
     run(lambda: Runtime(settings=load_settings()))
 
 

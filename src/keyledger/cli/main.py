@@ -13,6 +13,7 @@ from keyledger.core.crypto import generate_key
 from keyledger.core.errors import Invalid, KeyledgerError
 from keyledger.customers.cli import connections_app, customers_app, keys_app, secrets_app
 from keyledger.customers.secrets import create_config_file, file_secret_key, render_config
+from keyledger.customers.tokens_cli import admin_tokens_app, tokens_app
 from keyledger.invoices.cli import invoices_app, report_app
 from keyledger.pricing.cli import plans_app
 from keyledger.usage.cli import register as register_usage_commands
@@ -31,6 +32,8 @@ app.add_typer(connections_app, name="connections")
 app.add_typer(customers_app, name="customers")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(admin_tokens_app, name="admin-tokens")
+app.add_typer(tokens_app, name="tokens")
 
 # usage/ : `sync`, `usage`, `reconcile`
 register_usage_commands(app)

@@ -322,17 +322,33 @@ class SyncService:
     ) -> None:
         if not records:
             return
+        owners = store.key_map(conn, c.id)
+        if c.kind == "byo" and c.customer_id:
+            # A customer's own Deepgram project: every request in it is theirs, whichever of their keys
+            # made it (they create keys keyledger never sees), so nothing there is unattributed.
+            owners = _AllBelongTo(owners, c.customer_id)
         result = store.insert_records(
             conn,
             connection_id=c.id,
             records=records,
-            keys_by_accessor=store.key_map(conn, c.id),
+            keys_by_accessor=owners,
             batch=batch,
             synced_at=self.clock.now(),
         )
         report.inserted += result.inserted
         report.unattributed += result.unattributed
         report.duplicates = report.fetched - report.inserted
+
+
+class _AllBelongTo(dict):
+    """``api_key_id → (key id, customer id)`` where an unknown accessor still belongs to ``customer_id``."""
+
+    def __init__(self, known: dict[str, tuple[str, str]], customer_id: str) -> None:
+        super().__init__(known)
+        self._fallback = (None, customer_id)
+
+    def get(self, api_key_id, default=None):
+        return super().get(api_key_id) or self._fallback
 
 
 # --------------------------------------------------------------------------- usage queries
@@ -389,9 +405,15 @@ def reconcile(engine: Engine, *, open_provider: OpenProvider, period: str, conne
             found = store.find_connection(conn, connection)
             if found is None:
                 raise NotFound(f"no connection named {connection!r}")
+            if found.kind == "byo":
+                raise Invalid(
+                    f"connection {found.name!r} is a customer's own Deepgram account (BYO): its usage is "
+                    "not on your Deepgram bill, so there is nothing to reconcile; name a managed connection"
+                )
             targets = [found]
         else:
-            targets = store.list_connections(conn)
+            # The operator's bill covers managed connections only; BYO usage is the customer's own.
+            targets = [c for c in store.list_connections(conn) if c.kind != "byo"]
             if not targets:
                 raise NotFound("no connections: add one with `keyledger connections add`")
         ledger = store.ledger_by_key(conn, connection_ids=[t.id for t in targets], start=first, end=last)
@@ -451,3 +473,25 @@ def reconcile(engine: Engine, *, open_provider: OpenProvider, period: str, conne
 
 def utc_today(clock: Clock) -> date:
     return clock.now().astimezone(UTC).date()
+
+
+# --------------------------------------------------------------------------- sync runs (history)
+
+
+def list_sync_runs(engine: Engine, *, connection: str | None = None) -> list[dict]:
+    with engine.connect() as conn:
+        connection_id = None
+        if connection is not None:
+            found = store.find_connection(conn, connection)
+            if found is None:
+                raise NotFound(f"no connection named {connection!r}")
+            connection_id = found.id
+        return store.sync_runs_list(conn, connection_id=connection_id)
+
+
+def get_sync_run(engine: Engine, run_id: str) -> dict:
+    with engine.connect() as conn:
+        run = store.sync_run(conn, run_id)
+    if run is None:
+        raise NotFound(f"sync run {run_id!r} not found")
+    return run

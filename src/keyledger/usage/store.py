@@ -498,3 +498,29 @@ def ledger_by_key(conn: Connection, *, connection_ids: list[str], start: date, e
 def known_line_items(conn: Connection) -> list[str]:
     """Every line-item name the ledger has seen (a fallback when billing/fields cannot be read)."""
     return list(conn.execute(select(usage_daily.c.line_item).distinct()).scalars())
+
+
+def sync_runs_list(conn: Connection, *, connection_id: str | None = None, limit: int = 1000) -> list[dict]:
+    """Sync runs, newest first, with their connection's name."""
+    stmt = (
+        select(sync_runs, connections.c.name.label("connection"))
+        .join(connections, connections.c.id == sync_runs.c.connection_id)
+        .order_by(sync_runs.c.started_at.desc(), sync_runs.c.id.desc())
+        .limit(limit)
+    )
+    if connection_id is not None:
+        stmt = stmt.where(sync_runs.c.connection_id == connection_id)
+    return [dict(r) for r in conn.execute(stmt).mappings().all()]
+
+
+def sync_run(conn: Connection, run_id: str) -> dict | None:
+    r = (
+        conn.execute(
+            select(sync_runs, connections.c.name.label("connection"))
+            .join(connections, connections.c.id == sync_runs.c.connection_id)
+            .where(sync_runs.c.id == run_id)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(r) if r else None

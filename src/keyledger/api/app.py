@@ -1,0 +1,70 @@
+"""The FastAPI application factory. ``create_app(runtime)`` wires the routers onto a Runtime (engine,
+cipher, clock, providers) built by ``keyledger.bootstrap``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from keyledger.api import problems
+from keyledger.api.routes import admin, byo, customers, invoices, keys, tokens, usage
+
+API_PREFIX = "/api/v1"
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": problems.TITLES[code],
+        "content": {problems.PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    for code in (401, 403, 404, 409, 422)
+}
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["title", "status", "detail"],
+}
+
+
+def create_app(runtime: Any) -> FastAPI:
+    app = FastAPI(
+        title="keyledger",
+        version="1",
+        description="Customer-managed billing for apps built on the Deepgram API. Bearer auth: an admin "
+        "token, or a portal token scoped to one customer. Errors are application/problem+json (RFC 9457).",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    problems.install(app)
+
+    api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
+
+    @api.get("/health", tags=["meta"], summary="Liveness (no auth)")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for module in (customers, keys, usage, tokens, byo, invoices, admin):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,29 @@
+"""``/customers/{id}/usage``: the same report as ``keyledger usage --json`` (daily rollups)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from keyledger.api.auth import principal, runtime, scoped_customer
+from keyledger.api.jsonout import respond
+from keyledger.customers.tokens import Principal
+from keyledger.usage import model, service
+
+router = APIRouter(tags=["usage"])
+
+
+@router.get("/customers/{customer_id}/usage", summary="A customer's usage (amounts as exact decimal strings)")
+def usage(
+    request: Request,
+    customer_id: str,
+    from_: str | None = Query(None, alias="from", max_length=10, description="First day, YYYY-MM-DD (UTC)."),
+    to: str | None = Query(None, max_length=10, description="Last day, inclusive; default today."),
+    by: str = Query("line-item", description="line-item, day or key"),
+    p: Principal = Depends(principal),
+):
+    cust = scoped_customer(request, p, customer_id)
+    rt = runtime(request)
+    today = service.utc_today(rt.clock)
+    start = model.parse_date(from_, "from") if from_ else model.month_of(today)[0]
+    end = model.parse_date(to, "to") if to else today
+    return respond(service.usage_report(rt.engine, customer=cust.id, start=start, end=end, by=by))
