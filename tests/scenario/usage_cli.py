@@ -12,6 +12,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from keyledger.core.crypto import generate_key
+
 KEY_ENV = "KL_TEST_DG_KEY"
 
 
@@ -22,6 +24,7 @@ class Env:
     dgemu: object
     tmp: Path
     extra: dict = field(default_factory=dict)
+    secret_key: str = field(default_factory=generate_key)
 
     def environ(self, **more: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KEYLEDGER_")}
@@ -29,6 +32,7 @@ class Env:
             {
                 "KEYLEDGER_DATABASE_URL": self.db_url,
                 "KEYLEDGER_CONFIG": str(self.tmp / "absent.toml"),
+            "KEYLEDGER_SECRET_KEY": self.secret_key,  # as after `keyledger init`
                 "KEYLEDGER_SYNC_SETTLE_SECONDS": "0",
                 "KEYLEDGER_SYNC_LOOKBACK_SECONDS": "7200",
                 "KEYLEDGER_SYNC_WINDOW_DAYS": "1",
