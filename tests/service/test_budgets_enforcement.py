@@ -52,8 +52,14 @@ def inject_minutes(dgemu, api_key_id: str, minutes: int, *, n: int = 10) -> Deci
     now = datetime.now(UTC)
     created = max(now - timedelta(minutes=3), month_start(now) + timedelta(seconds=1))
     items = [
-        {"api_key_id": api_key_id, "created": (created + timedelta(microseconds=i)).isoformat(),
-         "endpoint": "listen", "method": "sync", "model": "nova-3", "duration_seconds": minutes * 60 // n}
+        {
+            "api_key_id": api_key_id,
+            "created": (created + timedelta(microseconds=i)).isoformat(),
+            "endpoint": "listen",
+            "method": "sync",
+            "model": "nova-3",
+            "duration_seconds": minutes * 60 // n,
+        }
         for i in range(n)
     ]
     with dgemu.client() as c:
@@ -141,7 +147,11 @@ def test_budget_race_revokes_exactly_once(runtime, dgemu, acme, concurrency):
     assert len(outcomes) == concurrency
     assert len(events(runtime, "customer.suspended")) == 1
     assert len(events(runtime, "key.revoked")) == 1
-    assert sorted(e["payload"]["threshold"] for e in events(runtime, "budget.threshold_reached")) == [50, 80, 100]
+    assert sorted(e["payload"]["threshold"] for e in events(runtime, "budget.threshold_reached")) == [
+        50,
+        80,
+        100,
+    ]
     with runtime.engine.connect() as db:
         revokes = db.execute(
             select(func.count()).select_from(key_operations).where(key_operations.c.kind == "revoke")
@@ -207,8 +217,13 @@ def test_reinstate_creates_new_keys_and_does_not_revoke_again(runtime, dgemu, ac
 def test_bad_input_changes_nothing(runtime, acme):
     from keyledger.core.errors import Invalid, NotFound
 
-    for kwargs in ({"limit": "-1"}, {"limit": "abc"}, {"limit": "1", "thresholds": "50,x"},
-                   {"limit": "1", "action": "explode"}, {"limit": "1", "period": "week"}):
+    for kwargs in (
+        {"limit": "-1"},
+        {"limit": "abc"},
+        {"limit": "1", "thresholds": "50,x"},
+        {"limit": "1", "action": "explode"},
+        {"limit": "1", "period": "week"},
+    ):
         with pytest.raises(Invalid):
             BudgetService(runtime).set("acme", **kwargs)
     with pytest.raises(NotFound):
