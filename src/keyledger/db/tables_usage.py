@@ -89,7 +89,8 @@ usage_records = Table(
     # The sync batch (run and chunk) that inserted the row: daily rollups add exactly a batch's rows.
     Column("batch", String(48)),
     UniqueConstraint("connection_id", "request_id"),
-    # No index by customer here: per-customer reads use usage_daily (and each index costs the bulk insert).
+    # Per customer and day: invoices claim records by customer (invoices/store.py).
+    Index("ix_usage_records_customer_day", "customer_id", "day"),
     Index("ix_usage_records_conn_created", "connection_id", "created"),
 )
 

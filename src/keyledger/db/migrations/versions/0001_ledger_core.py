@@ -138,6 +138,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('usage_records', schema=None) as batch_op:
         batch_op.create_index('ix_usage_records_conn_created', ['connection_id', 'created'], unique=False)
+        batch_op.create_index('ix_usage_records_customer_day', ['customer_id', 'day'], unique=False)
 
     op.create_table('keys',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -170,6 +171,7 @@ def downgrade() -> None:
 
     op.drop_table('keys')
     with op.batch_alter_table('usage_records', schema=None) as batch_op:
+        batch_op.drop_index('ix_usage_records_customer_day')
         batch_op.drop_index('ix_usage_records_conn_created')
 
     op.drop_table('usage_records')
