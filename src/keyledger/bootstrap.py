@@ -94,8 +94,10 @@ def register_serve(app) -> None:
 def main() -> None:
     from keyledger.cli.main import app, run
     from keyledger.demo.cli import register as register_demo
+    from keyledger.worker.cli import register as register_worker
 
     register_demo(app, make_runtime)
+    register_worker(app)  # `sync` (then budgets) and `worker`
     register_serve(app)
     run(lambda: Runtime(settings=load_settings()))
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from keyledger.budgets.cli import budgets_app
 from keyledger.core.crypto import generate_key
 from keyledger.core.errors import Invalid, KeyledgerError
 from keyledger.customers.cli import connections_app, customers_app, keys_app, secrets_app
 from keyledger.customers.secrets import create_config_file, file_secret_key, render_config
 from keyledger.customers.tokens_cli import admin_tokens_app, tokens_app
 from keyledger.invoices.cli import invoices_app, report_app
+from keyledger.notifications.cli import webhooks_app
 from keyledger.pricing.cli import plans_app
 from keyledger.usage.cli import register as register_usage_commands
 
@@ -35,8 +37,9 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(admin_tokens_app, name="admin-tokens")
 app.add_typer(tokens_app, name="tokens")
 
-# usage/ : `sync`, `usage`, `reconcile`
-register_usage_commands(app)
+# usage/ : `usage`, `reconcile` (`sync` is mounted by bootstrap from worker/: it evaluates budgets after it
+# commits, and budgets sit above usage)
+register_usage_commands(app, include_sync=False)
 
 # pricing/ : plans
 app.add_typer(plans_app, name="plans")
@@ -44,6 +47,10 @@ app.add_typer(plans_app, name="plans")
 # invoices/ : invoices, report margin
 app.add_typer(invoices_app, name="invoices")
 app.add_typer(report_app, name="report")
+
+# budgets/ : budgets; notifications/ : webhooks
+app.add_typer(budgets_app, name="budgets")
+app.add_typer(webhooks_app, name="webhooks")
 
 # ---------------------------------------------------------------------------- init
 

@@ -2,8 +2,10 @@
 
 from keyledger.db import (  # noqa: F401
     tables_api,
+    tables_budgets,
     tables_customers,
     tables_invoices,
+    tables_notifications,
     tables_pricing,
     tables_usage,
 )

@@ -89,6 +89,11 @@ def sync(
             reports = svc.sync(connection=connection, since=since_at, until=until_at)
     else:
         reports = svc.sync(connection=connection, since=since_at, until=until_at)
+    print_reports(reports, as_json=as_json)
+
+
+def print_reports(reports: list[service.RunReport], *, as_json: bool) -> None:
+    """The output of ``keyledger sync`` (``{runs: [...]}`` with --json)."""
     if as_json:
         _print_json({"runs": [r.as_json() for r in reports]})
         return
@@ -177,8 +182,10 @@ def reconcile(
         print(f"  {c['customer_id']}: ledger {_usd(c['attributed_usd'])}, Deepgram {_usd(c['provider_usd'])}")
 
 
-def register(app: typer.Typer) -> None:
-    """Mount the usage commands on the root app."""
-    app.command("sync")(sync)
+def register(app: typer.Typer, *, include_sync: bool = True) -> None:
+    """Mount the usage commands on the root app. The installed ``keyledger`` mounts ``sync`` from
+    ``keyledger.worker.cli`` instead (sync, then budgets), so it passes ``include_sync=False``."""
+    if include_sync:
+        app.command("sync")(sync)
     app.command("usage")(usage)
     app.command("reconcile")(reconcile)

@@ -37,6 +37,7 @@ from keyledger.core.errors import (
 from keyledger.core.faults import fault_point
 from keyledger.core.ids import new_id
 from keyledger.core.money import round_money
+from keyledger.db.outbox import enqueue
 from keyledger.provider.port import Provider, UsageRecord
 from keyledger.usage import model, store
 from keyledger.usage.store import ConnectionRow
@@ -244,6 +245,11 @@ class SyncService:
                     error=report.error,
                 )
                 store.release_lease(conn, c.id, owner, self.clock.now())
+                enqueue(conn, "sync.failed", {
+                    "connection_id": c.id, "connection": c.name, "run_id": run_id, "error": report.error,
+                    "window_start": report.window_start.isoformat() if report.window_start else None,
+                    "window_end": report.window_end.isoformat() if report.window_end else None,
+                }, self.clock.now())
         except BaseException:
             # Not a domain error (a bug, a lost database, Ctrl-C): free the lease for the next run.
             try:

@@ -1,0 +1,76 @@
+"""``keyledger worker [--once]`` and ``keyledger sync`` (sync, then budgets, then due webhooks).
+
+Mounted by ``keyledger.bootstrap`` (the CLI and the worker are peers in the layering). ``sync`` lives here
+rather than in ``usage`` because it must evaluate budgets after it commits, and budgets sit above usage.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from keyledger.core.money import format_amount
+from keyledger.usage import cli as usage_cli
+from keyledger.worker.jobs import sync_then_budgets
+from keyledger.worker.runner import Worker
+
+
+def _note(text: str) -> None:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=False)
+
+
+def sync(
+    ctx: typer.Context,
+    connection: str | None = typer.Option(None, "--connection", help="Only this connection (name or id)."),
+    since: str | None = typer.Option(
+        None, "--since", help="Read from this date/time (UTC) instead of the watermark minus the look-back."
+    ),
+    until: str | None = typer.Option(None, "--until", help="Read up to this date (inclusive) or time."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
+) -> None:
+    """Pull usage from Deepgram's request log into the ledger, then evaluate budgets (safe to run
+    concurrently and repeatedly)."""
+    usage_cli._logs_to_stderr()
+    rt = ctx.obj
+    since_at = usage_cli.model.parse_instant_option(since, "--since") if since else None
+    until_at = usage_cli.model.parse_instant_option(until, "--until", end_of_day=True) if until else None
+    result = sync_then_budgets(rt, connection=connection, since=since_at, until=until_at)
+    if result.error is None:
+        usage_cli.print_reports(result.reports, as_json=as_json)
+    for o in result.budgets:
+        if o.fired or o.projected is not None or o.enforced or o.suspended:
+            line = f"budget {o.customer_id} {o.period}: spent {format_amount(o.spent)} USD, state {o.state}"
+            if o.fired:
+                line += f", thresholds reached {','.join(str(t) for t in o.fired)} %"
+            if o.revoked_keys:
+                line += f", revoked {', '.join(o.revoked_keys)}"
+            if o.error:
+                line += f" (revoke pending: {o.error})"
+            _note(line)
+    if result.error is not None:
+        raise result.error
+
+
+def worker(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Run one cycle of every job, then exit."),
+) -> None:
+    """Scheduled sync (then budgets), invoice runs at period close, webhook delivery. SIGTERM stops it
+    cleanly."""
+    usage_cli._logs_to_stderr()
+    w = Worker(ctx.obj)
+    w.install_signal_handlers()
+    if once:
+        ran = w.once()
+        print(f"worker: ran {', '.join(ran) if ran else 'nothing (every job is held by another worker)'}")
+        return
+    print("worker: started (SIGTERM or Ctrl-C stops it)", flush=True)
+    w.run()
+    print("worker: stopped", file=sys.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sync")(sync)
+    app.command("worker")(worker)

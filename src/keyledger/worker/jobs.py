@@ -1,0 +1,160 @@
+"""The worker's jobs, and ``sync_then_budgets`` (what ``keyledger sync`` and the sync job do).
+
+- ``sync:<connection>``: pull usage (``SyncService``), then evaluate every budget (so a breach acts within
+  one sync interval), then send due webhooks;
+- ``budgets``: evaluate every budget and retry enforcement still ``revoke_pending``;
+- ``invoices``: for each customer with a plan whose previous month (in their time zone) closed more than
+  the grace period ago and has no issued invoice yet: run (and by default finalize) it;
+- ``deliver``: send due webhook deliveries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from keyledger.budgets import model as budget_model
+from keyledger.budgets.service import BudgetService, Outcome
+from keyledger.core.errors import Invalid, KeyledgerError, NotFound
+from keyledger.customers import store as customer_store
+from keyledger.invoices import store as invoice_store
+from keyledger.invoices.service import InvoiceService
+from keyledger.notifications.service import Deliverer, DeliveryReport
+from keyledger.usage import service as usage_service
+from keyledger.usage import store as usage_store
+from keyledger.worker.scheduler import Job
+
+log = structlog.get_logger(__name__)
+
+
+def deliverer(rt: Any, **kwargs: Any) -> Deliverer:
+    return Deliverer(
+        rt.engine,
+        rt.cipher,
+        rt.clock,
+        allow_private=bool(rt.settings.webhook_allow_private_networks),
+        **kwargs,
+    )
+
+
+def sync_service(rt: Any, progress: Callable | None = None) -> usage_service.SyncService:
+    return usage_service.SyncService(
+        engine=rt.engine,
+        settings=rt.settings,
+        clock=rt.clock,
+        open_provider=lambda connection: rt.provider_for(connection.id),
+        progress=progress,
+    )
+
+
+@dataclass
+class SyncOutcome:
+    reports: list[usage_service.RunReport] = field(default_factory=list)
+    budgets: list[Outcome] = field(default_factory=list)
+    delivery: DeliveryReport | None = None
+    error: KeyledgerError | None = None
+
+
+def sync_then_budgets(
+    rt: Any,
+    *,
+    connection: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    progress: Callable | None = None,
+    deliver_seconds: float = 15.0,  # float-ok: seconds
+) -> SyncOutcome:
+    """Sync, then (after its commits, also when it failed part-way) evaluate budgets and send due webhooks.
+
+    A sync error is returned in ``error`` (the caller raises it) after budgets have been evaluated.
+    """
+    out = SyncOutcome()
+    svc = sync_service(rt, progress)
+    try:
+        out.reports = svc.sync(connection=connection, since=since, until=until)
+    except KeyledgerError as exc:
+        out.error = exc
+    if not isinstance(out.error, Invalid | NotFound):  # bad input changes nothing
+        out.budgets = BudgetService(rt, actor="sync").evaluate_all()
+    if deliver_seconds > 0:
+        import time
+
+        try:
+            out.delivery = deliverer(rt, timeout_seconds=min(10.0, deliver_seconds)).deliver_due(
+                deadline=time.monotonic() + deliver_seconds
+            )
+        except KeyledgerError as exc:  # e.g. no secret key: deliveries wait for the worker
+            log.warning("sync.delivery_skipped", error=str(exc))
+    return out
+
+
+def previous_local_month(now: datetime, tz: str) -> budget_model.Period:
+    current = budget_model.period_at(now, tz)
+    return budget_model.period_at(current.starts_at - timedelta(seconds=1), tz)
+
+
+def run_closed_invoices(rt: Any) -> list[str]:
+    """Invoices of closed periods (after the grace period) that are not issued yet; returns their ids."""
+    now = rt.clock.now()
+    grace = timedelta(seconds=int(rt.settings.worker_invoice_grace_seconds))
+    svc = InvoiceService.from_settings(rt.engine, rt.clock, rt.settings, actor="worker")
+    done: list[str] = []
+    with rt.engine.connect() as db:
+        todo = []
+        for c in customer_store.list_customers(db):
+            if c.plan is None:
+                continue
+            period = previous_local_month(now, c.timezone)
+            if now < period.ends_at + grace or c.created_at >= period.ends_at:
+                continue
+            live = invoice_store.live_invoice(db, c.id, period.key)
+            if live is not None and live["status"] != "draft":
+                continue
+            todo.append((c.id, period.key))
+    for customer_id, key in todo:
+        try:
+            report = svc.run(key, customer=customer_id, finalize=bool(rt.settings.worker_invoice_finalize))
+        except KeyledgerError as exc:
+            log.warning("worker.invoice_failed", customer_id=customer_id, period=key, error=str(exc))
+            continue
+        done += [e.invoice_id for e in report.entries if e.invoice_id]
+    return done
+
+
+def build_jobs(rt: Any) -> list[Job]:
+    s = rt.settings
+    with rt.engine.connect() as db:
+        connections = [c for c in usage_store.list_connections(db) if c.status == "active"]
+    jobs = []
+    for c in connections:
+
+        def run_sync(cid: str = c.id) -> None:
+            result = sync_then_budgets(rt, connection=cid, deliver_seconds=0)
+            if result.error is not None:
+                raise result.error
+
+        jobs.append(Job(f"sync:{c.id}", timedelta(seconds=s.worker_sync_interval_seconds), run_sync))
+    jobs.append(
+        Job(
+            "budgets",
+            timedelta(seconds=s.worker_budget_interval_seconds),
+            lambda: BudgetService(rt, actor="worker").evaluate_all(),
+            lease=timedelta(minutes=5),
+        )
+    )
+    jobs.append(
+        Job("invoices", timedelta(seconds=s.worker_invoice_interval_seconds), lambda: run_closed_invoices(rt))
+    )
+    jobs.append(
+        Job(
+            "deliver",
+            timedelta(seconds=s.worker_delivery_interval_seconds),
+            lambda: deliverer(rt).deliver_due(),
+            lease=timedelta(minutes=5),
+        )
+    )
+    return jobs
