@@ -108,10 +108,13 @@ class ByoService:
         try:
             try:
                 given.list_keys()
-            except ProviderAuthError:
+            except ProviderError as exc:
+                if not isinstance(exc, ProviderAuthError) and " 404 " not in str(exc):
+                    raise  # Deepgram down or unreachable: a 502, retry later
                 raise Invalid(
-                    f"Deepgram refused the key for project {project_id}: give a key of that project "
-                    "with the admin or owner role (it is used once and not stored)"
+                    f"Deepgram refused the key for project {project_id} (or the key is not of that "
+                    "project): give a key of that project with the admin or owner role (it is used once "
+                    "and not stored)"
                 ) from None
             try:
                 minted = given.create_key(
