@@ -227,8 +227,8 @@ class Deliverer:
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}|{os.getpid()}|{new_id('dlv')}")
 
     def deliver_due(
-        self, *, max_batches: int = 100, deadline: float | None = None
-    ) -> DeliveryReport:  # float-ok
+        self, *, max_batches: int = 100, deadline: float | None = None  # float-ok: monotonic seconds
+    ) -> DeliveryReport:
         report = DeliveryReport()
         with httpx.Client(
             follow_redirects=False, timeout=self.timeout_seconds, transport=self.transport
