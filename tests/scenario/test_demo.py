@@ -34,3 +34,7 @@ def test_demo_runs_end_to_end_and_reconciles_to_the_cent(tmp_path):
     for customer in ("acme", "globex", "initech"):
         assert f"{customer}: usage by line item" in proc.stdout
     assert "unattributed 0.00" not in proc.stdout
+    # a revoke budget that globex exceeded: its key stops working at dgemu; the receiver verified the events
+    assert "sync -> budget revoked: globex is suspended" in proc.stdout
+    assert "now gets HTTP 401 from Deepgram" in proc.stdout
+    assert "0 rejected" in proc.stdout and "customer.suspended" in proc.stdout and "key.revoked" in proc.stdout

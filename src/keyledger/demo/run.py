@@ -1,23 +1,29 @@
 """``keyledger demo``: the product end to end against a private dgemu, on a fresh SQLite database.
 
-Steps: start dgemu → migrate → connection → plans → three customers with keys → a month of traffic
-(plus the current month so far, live calls, and a key that belongs to no customer) → sync → usage →
-reconcile → invoices (finalized, exported as PDF/HTML/CSV/JSON) → summary.
+Steps: start dgemu → migrate → a local webhook receiver (a thread that verifies every signature) and its
+endpoint → connection → plans → three customers with keys → a month of traffic (plus the current month so
+far, live calls, and a key that belongs to no customer) → sync → usage → reconcile → invoices (finalized,
+exported as PDF/HTML/CSV/JSON) → summary → a ``revoke`` budget that one customer has exceeded: the next
+sync revokes its key (dgemu then refuses it) → the webhooks are delivered and the receiver prints what it
+verified.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,9 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from keyledger.budgets import model as budget_model
+from keyledger.budgets import store as budget_store
+from keyledger.budgets.service import BudgetService
 from keyledger.core.config import Settings
 from keyledger.core.crypto import generate_key
 from keyledger.core.errors import KeyledgerError, ProviderError
@@ -34,8 +43,11 @@ from keyledger.db.migrate import upgrade
 from keyledger.demo import traffic
 from keyledger.invoices.render import Issuer, render
 from keyledger.invoices.service import InvoiceService
+from keyledger.notifications import signing
+from keyledger.notifications.service import WebhookService
 from keyledger.pricing.service import import_plan_file
 from keyledger.usage import service as usage_service
+from keyledger.worker.jobs import deliverer, sync_then_budgets
 
 PLANS_DIR = Path(__file__).parent / "plans"
 
@@ -109,6 +121,43 @@ def start_emulator(port: int, log_path: Path) -> Emulator:
     raise ProviderError("dgemu did not start within 30 s")
 
 
+class WebhookReceiver:
+    """The operator's webhook receiver, as a thread: it verifies each request's Standard Webhooks signature
+    (and timestamp) with the endpoint's secret and keeps the events it accepted."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.verified: list[dict] = []
+        self.rejected = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                try:
+                    signing.verify(outer.secret, dict(self.headers.items()), body, now=int(time.time()))
+                except signing.SignatureError:
+                    outer.rejected += 1
+                    self.send_response(400)
+                else:
+                    event = json.loads(body)
+                    event["id"] = self.headers["webhook-id"]
+                    outer.verified.append(event)
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/keyledger-webhooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def _unknown_key(emu: Emulator) -> str:
     """A key made in the Deepgram console, outside keyledger: its usage is unattributed."""
     with httpx.Client(base_url=emu.base_url, headers={"Authorization": f"Token {emu.owner_key}"}) as c:
@@ -145,11 +194,23 @@ def _run(make_runtime, emu: Emulator, out_dir: Path, db_path: Path, seed: int, c
         secret_key=generate_key(),
         config_path=str(Path(tempfile.gettempdir()) / "keyledger-demo-unused.toml"),
         sync_settle_seconds=0,  # the emulator's log is complete at once
+        webhook_allow_private_networks=True,  # the demo's receiver listens on 127.0.0.1
     )
     environ = {**os.environ, "DEEPGRAM_API_KEY": emu.owner_key}
     rt = make_runtime(settings, environ)
     upgrade(rt.engine)
     console.print(f"[bold]dgemu[/] at {emu.base_url}, project {emu.project_id}")
+    receiver = WebhookReceiver()
+    try:
+        return _run_with_receiver(rt, environ, emu, out_dir, seed, console, receiver)
+    finally:
+        receiver.close()
+
+
+def _run_with_receiver(rt, environ, emu: Emulator, out_dir: Path, seed: int, console: Console, receiver):
+    endpoint = WebhookService(rt.engine, rt.cipher, rt.clock, actor="demo").add(receiver.url)
+    receiver.secret = endpoint["secret"]
+    console.print(f"webhook endpoint {endpoint['id']} -> {receiver.url} (every event, signed)")
 
     connection = ConnectionService(rt, actor="demo", environ=environ).add(
         "dgemu", project_id=emu.project_id, base_url=emu.base_url, store_key=True
@@ -208,7 +269,53 @@ def _run(make_runtime, emu: Emulator, out_dir: Path, db_path: Path, seed: int, c
             "requests": usage["requests"], "provider_cost_usd": usage["cost_usd"], "total": inv["total"],
         })
     _print_summary(console, period, summary_rows, recon, out_dir)
-    return {"period": period, "invoices": summary_rows, "reconcile": recon, "synced": synced}
+    budget = _budget_breach(rt, emu, console, key_of["globex"])
+    _deliver_webhooks(rt, console, receiver)
+    hooks = [e["type"] for e in receiver.verified]
+    return {
+        "period": period, "invoices": summary_rows, "reconcile": recon, "synced": synced,
+        "budget": budget, "webhooks": hooks,
+    }
+
+
+def _budget_breach(rt, emu: Emulator, console: Console, issued) -> dict[str, Any]:
+    """Globex gets a ``revoke`` budget below what it has spent this month; the next sync enforces it."""
+    customer = CustomerService(rt, actor="demo").get("globex")
+    period = budget_model.period_at(rt.clock.now(), customer.timezone)
+    with rt.engine.connect() as db:
+        spent = budget_store.spend(db, customer.id, period)
+    limit = max(round_money(spent * Decimal("0.8"), "USD"), Decimal("0.01"))
+    BudgetService(rt, actor="demo").set("globex", limit=str(limit), action="revoke")
+    console.print(
+        f"budget: globex may spend {limit} USD in {period.key} (revoke at 100 %); it has spent "
+        f"{round_money(spent, 'USD')} USD"
+    )
+    outcome = sync_then_budgets(rt, deliver_seconds=0)  # `keyledger sync` evaluates budgets after it commits
+    if outcome.error is not None:
+        raise outcome.error
+    [row] = BudgetService(rt).list()
+    with httpx.Client(base_url=emu.base_url, headers={"Authorization": f"Token {issued.secret}"}) as c:
+        status = c.post("/v1/speak", json={"text": "still there?"}).status_code
+    console.print(
+        f"sync -> budget {row['state']}: globex is {CustomerService(rt).get('globex').status}; "
+        f"its key {issued.key.api_key_id} now gets HTTP {status} from Deepgram (dgemu)"
+    )
+    return {"state": row["state"], "limit": limit, "spent": row["spent"], "key_status_at_deepgram": status}
+
+
+def _deliver_webhooks(rt, console: Console, receiver: WebhookReceiver) -> None:
+    deliverer(rt).deliver_due()
+    table = Table(title="webhooks the receiver verified (Standard Webhooks signatures)", title_justify="left")
+    for col in ("webhook-id", "event", "about"):
+        table.add_column(col)
+    for e in receiver.verified:
+        data = e.get("data", {})
+        about = data.get("number") or data.get("external_id") or data.get("key_id") or ""
+        if e["type"] == "budget.threshold_reached":
+            about = f"{data.get('external_id')} {data.get('threshold')} %"
+        table.add_row(e["id"], e["type"], str(about))
+    console.print(table)
+    console.print(f"webhooks: {len(receiver.verified)} verified, {receiver.rejected} rejected")
 
 
 def _print_usage(console: Console, number: str, customer: str, usage: dict) -> None:
