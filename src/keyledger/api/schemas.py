@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Deepgram keys and project ids travel in HTTP headers and paths: printable ASCII only.
+SECRET = r"^[\x21-\x7e]+$"
+PROJECT = r"^[A-Za-z0-9_.:-]+$"
+PERIOD = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -52,21 +57,23 @@ class PortalTokenCreate(Body):
 
 
 class ByoConnect(Body):
-    project_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
-    api_key: str = Field(min_length=1, max_length=200, description="Used once to verify and mint; discarded.")
+    project_id: str = Field(min_length=1, max_length=100, pattern=PROJECT)
+    api_key: str = Field(min_length=1, max_length=200, pattern=SECRET,
+                         description="Used once to verify and mint; discarded.")
 
 
 class ByoDisconnect(Body):
     api_key: str | None = Field(
-        None, min_length=1, max_length=200,
+        None, min_length=1, max_length=200, pattern=SECRET,
         description="Optional: a key of the project with keys:write, used once to delete the minted key.",
     )
 
 
 class ConnectionCreate(Body):
     name: str = Field(min_length=1, max_length=100)
-    project_id: str = Field(min_length=1, max_length=100)
-    api_key: str = Field(min_length=1, max_length=200, description="Stored encrypted; never shown again.")
+    project_id: str = Field(min_length=1, max_length=100, pattern=PROJECT)
+    api_key: str = Field(min_length=1, max_length=200, pattern=SECRET,
+                         description="Stored encrypted; never shown again.")
     base_url: str | None = Field(None, max_length=500)
 
 
@@ -77,7 +84,7 @@ class SyncRunCreate(Body):
 
 
 class InvoiceRunCreate(Body):
-    period: str = Field(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")
+    period: str = Field(pattern=PERIOD, description="YYYY-MM")
     customer: str | None = Field(None, max_length=200)
     finalize: bool = False
 

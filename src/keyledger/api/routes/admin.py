@@ -10,7 +10,7 @@ from keyledger.api import idempotency
 from keyledger.api.auth import admin, runtime
 from keyledger.api.jsonout import respond
 from keyledger.api.pagination import Page, paginate
-from keyledger.api.schemas import ConnectionCreate, PortalTokenCreate, SyncRunCreate
+from keyledger.api.schemas import PERIOD, ConnectionCreate, PortalTokenCreate, SyncRunCreate
 from keyledger.core.errors import NotFound
 from keyledger.customers import store as customer_store
 from keyledger.customers.model import DEFAULT_API_KEY_ENV
@@ -126,7 +126,7 @@ def get_sync_run(request: Request, run_id: str, p: Principal = Depends(admin)):
             summary="Attributed usage vs Deepgram's billing breakdown for a month")
 def reconciliation(
     request: Request,
-    period: str = Query(..., max_length=7, description="YYYY-MM"),
+    period: str = Query(..., pattern=PERIOD, description="YYYY-MM"),
     connection: str | None = Query(None, max_length=200),
     p: Principal = Depends(admin),
 ):

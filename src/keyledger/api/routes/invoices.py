@@ -11,7 +11,7 @@ from keyledger.api.auth import admin, principal, runtime, scoped_customer
 from keyledger.api.jsonout import respond
 from keyledger.api.pagination import Page, paginate
 from keyledger.api.problems import ApiError
-from keyledger.api.schemas import InvoiceRunCreate, VoidBody
+from keyledger.api.schemas import PERIOD, InvoiceRunCreate, VoidBody
 from keyledger.core.errors import NotFound
 from keyledger.customers.tokens import Principal
 from keyledger.invoices.render import Issuer, render
@@ -44,7 +44,7 @@ def _admin_only(p: Principal) -> None:
 def list_invoices(
     request: Request,
     customer_id: str | None = Query(None, max_length=200),
-    period: str | None = Query(None, max_length=7, description="YYYY-MM"),
+    period: str | None = Query(None, pattern=PERIOD, description="YYYY-MM"),
     status: str | None = Query(None, description="draft, finalized, paid or void"),
     page: Page = Depends(),
     p: Principal = Depends(principal),
