@@ -7,6 +7,7 @@ rather than in ``usage`` because it must evaluate budgets after it commits, and 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -36,7 +37,29 @@ def sync(
     rt = ctx.obj
     since_at = usage_cli.model.parse_instant_option(since, "--since") if since else None
     until_at = usage_cli.model.parse_instant_option(until, "--until", end_of_day=True) if until else None
-    result = sync_then_budgets(rt, connection=connection, since=since_at, until=until_at)
+    if sys.stdout.isatty() and not as_json:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[fetched]} records"),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def on_progress(name: str, fetched: int, window: int, windows: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(f"sync {name}", total=windows, fetched=0)
+                bar.update(tasks[name], completed=window, fetched=fetched)
+
+            result = sync_then_budgets(
+                rt, connection=connection, since=since_at, until=until_at, progress=on_progress
+            )
+    else:
+        result = sync_then_budgets(rt, connection=connection, since=since_at, until=until_at)
     if result.error is None:
         usage_cli.print_reports(result.reports, as_json=as_json)
     for o in result.budgets:
