@@ -31,6 +31,7 @@ BODIES = {
     ("put", "/api/v1/customers/{customer_id}/byo-connection"): {"project_id": "p-1", "api_key": "k" * 40},
     ("post", "/api/v1/customers/{customer_id}/tokens"): {"ttl_seconds": 60},
     ("post", "/api/v1/customers/{customer_id}/keys"): {},
+    ("put", "/api/v1/customers/{customer_id}/budget"): {"limit": "10.00"},
 }
 ADMIN_ONLY = "this endpoint needs an admin token; a portal token cannot use it"
 CUSTOMER_PARAMS = {"customer_id", "key_id", "invoice_id"}
@@ -96,9 +97,11 @@ def test_bola_matrix_foreign_ids_are_404_and_leak_nothing(api, two_customers):
         # operator resources: 403 for any portal token, whether or not the id exists
         for url in ("/connections", f"/connections/{api.connection_id}", "/connections/nope", "/plans",
                     "/plans/basic", "/plans/nope", "/sync-runs", "/sync-runs/nope", "/audit-log",
-                    "/reconciliation?period=2026-01"):
+                    "/reconciliation?period=2026-01", "/budgets", "/webhook-endpoints"):
             assert problem_ok(c.get(url), 403)["detail"] == ADMIN_ONLY
         problem_ok(c.post("/portal-tokens", json={"customer_id": a["id"]}), 403)
+        problem_ok(c.delete("/webhook-endpoints/whe_nope"), 403)
+        problem_ok(c.post("/webhook-events/evt_nope/replay"), 403)
         problem_ok(c.post("/customers", json={"name": "x", "external_id": "x"}), 403)
     assert covered >= 15, covered
     # nothing changed for B

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from keyledger.pricing.service import import_plan_text
 from tests.api.conftest import problem_ok
@@ -155,3 +156,35 @@ def test_idempotency_key_replays_and_refuses_a_different_body(api):
         tok = api.portal_token(first.json()["id"])
     with api.client(tok, **{"Idempotency-Key": "k-1"}) as c:
         problem_ok(c.post("/customers", json={"name": "Acme", "external_id": "acme"}), 403)
+
+
+def test_budgets_and_webhook_endpoints(api):
+    cust = api.customer("acme")
+    portal = api.portal_token(cust["id"])
+    with api.client() as c:
+        problem_ok(c.get(f"/customers/{cust['id']}/budget"), 404)
+        r = c.put(f"/customers/{cust['id']}/budget", json={"limit": "250.00", "thresholds": [50, 90, 100],
+                                                           "action": "revoke"})
+        assert r.status_code == 200, r.text
+        budget = r.json()
+        # exact decimal strings, as `budgets list --json`
+        assert Decimal(budget["limit"]) == 250 and Decimal(budget["spent"]) == 0
+        assert (budget["thresholds"], budget["action"]) == ([50, 90, 100], "revoke")
+        problem_ok(c.put(f"/customers/{cust['id']}/budget", json={"limit": "10", "action": "explode"}), 422)
+        assert [b["customer_id"] for b in c.get("/budgets").json()["data"]] == [cust["id"]]
+        with api.client(portal) as p:
+            assert p.get(f"/customers/{cust['id']}/budget").json()["limit"] == budget["limit"]
+            problem_ok(p.delete(f"/customers/{cust['id']}/budget"), 403)
+        r = c.post("/webhook-endpoints",
+                   json={"url": "https://hooks.example.com/kl", "events": ["invoice.finalized"]})
+        assert r.status_code == 201, r.text
+        hook = r.json()
+        assert hook["secret"].startswith("whsec_") and hook["events"] == ["invoice.finalized"]
+        listed = c.get("/webhook-endpoints").json()
+        assert [h["id"] for h in listed["data"]] == [hook["id"]] and hook["secret"] not in json.dumps(listed)
+        problem_ok(c.post("/webhook-endpoints", json={"url": "ftp://x"}), 422)
+        assert c.delete(f"/webhook-endpoints/{hook['id']}").status_code == 204
+        problem_ok(c.delete(f"/webhook-endpoints/{hook['id']}"), 404)
+        assert c.delete(f"/customers/{cust['id']}/budget").status_code == 204
+        audit = c.get("/audit-log", params={"limit": 500}).text
+        assert hook["secret"] not in audit and "budget.create" in audit and "webhook.create" in audit

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from keyledger.api import problems
-from keyledger.api.routes import admin, byo, customers, invoices, keys, tokens, usage
+from keyledger.api.routes import admin, budgets_webhooks, byo, customers, invoices, keys, tokens, usage
 
 API_PREFIX = "/api/v1"
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -52,7 +52,7 @@ def create_app(runtime: Any) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    for module in (customers, keys, usage, tokens, byo, invoices, admin):
+    for module in (customers, keys, usage, tokens, byo, budgets_webhooks, invoices, admin):
         api.include_router(module.router)
     app.include_router(api)
 

@@ -91,3 +91,15 @@ class InvoiceRunCreate(Body):
 
 class VoidBody(Body):
     reason: str | None = Field(None, max_length=500)
+
+
+class BudgetSet(Body):
+    limit: str = Field(max_length=40, pattern=r"^[0-9]+(\.[0-9]+)?$", description="Exact decimal: 250.00")
+    period: str = Field("month", max_length=20)
+    thresholds: list[int] | None = Field(None, max_length=10, description="Percentages; default 50, 80, 100.")
+    action: str = Field("notify", max_length=20, description="notify or revoke")
+
+
+class WebhookCreate(Body):
+    url: str = Field(min_length=1, max_length=2000)
+    events: list[str] | None = Field(None, max_length=20, description="Default: every event type.")
