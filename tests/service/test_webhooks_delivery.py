@@ -223,3 +223,17 @@ def test_concurrent_senders_never_send_twice(engine, clock, cipher, receiver):
         t.join(60)
     ids = [h["webhook-id"] for h, _ in r.requests]
     assert len(ids) == 40 and len(set(ids)) == 40
+
+
+def test_an_undecryptable_secret_is_logged_and_retried_not_fatal(engine, clock, cipher, receiver):
+    r = receiver()
+    WebhookService(engine, cipher, clock).add(r.url)
+    (eid,) = emit(engine, clock, 1)
+    wrong = Cipher.from_config(generate_key())
+    rep = deliverer(engine, wrong, clock).deliver_due()
+    assert rep.retrying == 1 and r.requests == []
+    [att] = WebhookService(engine, cipher, clock).attempts(eid)
+    assert "not configured" in att["error"] and "whsec_" not in att["error"]
+    clock.advance(BACKOFF[0])
+    deliverer(engine, cipher, clock).deliver_due()
+    assert len(r.requests) == 1

@@ -31,11 +31,11 @@ from tests.service.test_webhooks_delivery import Receiver
 PLANS = Path(__file__).resolve().parents[2] / "src" / "keyledger" / "demo" / "plans"
 
 
-def runtime_for(db_url, dgemu, clock=None, **settings) -> Runtime:
+def runtime_for(db_url, dgemu, clock=None, secret_key=None, **settings) -> Runtime:
     rt = Runtime(
         settings=Settings(
             database_url=db_url,
-            secret_key=generate_key(),
+            secret_key=secret_key or generate_key(),
             provider_max_retries=1,
             sync_settle_seconds=0,
             webhook_allow_private_networks=True,
@@ -144,3 +144,36 @@ def test_worker_loop_stops_when_asked(engine, dgemu, db_url, signal_name):
     t.join(10)
     assert not t.is_alive()
     rt.engine.dispose()
+
+
+def test_several_workers_share_the_work_without_doing_anything_twice(db_url, dgemu):
+    from sqlalchemy import func
+
+    from keyledger.db.outbox import enqueue
+    from keyledger.db.tables_usage import sync_runs
+
+    rt = runtime_for(db_url, dgemu)
+    receiver = Receiver()
+    try:
+        ConnectionService(rt, environ=rt.environ).add(
+            "main", project_id=dgemu.project_id, base_url=dgemu.base_url
+        )
+        WebhookService(rt.engine, rt.cipher, rt.clock).add(receiver.url)
+        with rt.engine.begin() as db:
+            ids = [enqueue(db, "sync.failed", {"n": i}, rt.clock.now()) for i in range(30)]
+        key = rt.settings.secret_key.get_secret_value()
+        workers = [Worker(runtime_for(db_url, dgemu, secret_key=key)) for _ in range(3)]
+        threads = [threading.Thread(target=w.run, kwargs={"max_cycles": 1}) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        got = [h["webhook-id"] for h, _ in receiver.requests]
+        assert sorted(got) == sorted(ids)  # each event once
+        with rt.engine.connect() as db:
+            assert db.execute(select(func.count()).select_from(sync_runs)).scalar_one() == 1
+        for w in workers:
+            w.rt.engine.dispose()
+    finally:
+        receiver.close()
+        rt.engine.dispose()

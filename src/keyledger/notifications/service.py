@@ -31,7 +31,7 @@ from sqlalchemy import Engine
 
 from keyledger.core.clock import Clock, SystemClock
 from keyledger.core.crypto import Cipher, associated_data
-from keyledger.core.errors import Invalid, NotFound
+from keyledger.core.errors import Invalid, KeyledgerError, NotFound
 from keyledger.core.faults import fault_point
 from keyledger.core.ids import new_id
 from keyledger.customers import store as customer_store
@@ -284,6 +284,8 @@ class Deliverer:
                 error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
         except ssrf.Refused as exc:
             error = f"refused: {exc}"
+        except KeyledgerError as exc:  # e.g. the secret does not decrypt: logged, retried, never fatal
+            error = str(exc)[:300]
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
         fault_point("webhooks.after_send")
