@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from keyledger.pricing.service import import_plan_text
 from tests.api.test_api_auth import PLAN
 
-EXAMPLES = int(os.environ.get("KEYLEDGER_SCHEMATHESIS_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("KEYLEDGER_SCHEMATHESIS_EXAMPLES", "15"))
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
