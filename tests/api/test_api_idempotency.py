@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.api.conftest import problem_ok
+from tests.api.test_api_tokens_byo import _dump_database
 
 
 def test_concurrent_identical_key_creations_create_one_deepgram_key(api):
@@ -26,6 +27,8 @@ def test_concurrent_identical_key_creations_create_one_deepgram_key(api):
     assert [k["api_key"]["api_key_id"] for k in keys if "customer:acme" in k["api_key"].get("tags", [])] == [
         bodies[0]["api_key_id"]
     ]
+    # the stored first response carries the secret, so it is stored encrypted
+    assert bodies[0]["secret"] not in _dump_database(api)
     with api.client() as c:
         assert len(c.get(f"/customers/{cust['id']}/keys").json()["data"]) == 1
         # a new key is a new request

@@ -6,6 +6,10 @@ gets that stored response (header ``Idempotent-Replayed: true``) and creates not
 different request is 422. Concurrent identical requests wait for the first to finish and get its
 response. A 4xx outcome is stored like a success (the retry would fail the same way); a 5xx or provider
 failure removes the row so that a retry runs again. Keys are kept 24 hours, then purged.
+
+A stored response may hold a secret (a key creation answers the key's secret, a portal token creation
+the token), so the body is stored encrypted with the configured secret key (associated data: caller and
+key); after a secret-key rotation that dropped the old key, such a replay is refused with a clear 409.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from keyledger.api.jsonout import jsonable
 from keyledger.api.problems import ApiError, problem
+from keyledger.core.crypto import DecryptionError, associated_data
 from keyledger.core.errors import Conflict, Invalid, KeyledgerError
 from keyledger.customers.tokens import Principal
 from keyledger.db.tables_api import idempotency_keys as ik
@@ -38,9 +43,20 @@ def _fingerprint(request: Request, body: Any) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _stored(row: Any) -> Response:
+def _ad(actor: str, key: str) -> bytes:
+    return associated_data("idempotency_keys", f"{actor}\n{key}", "body")
+
+
+def _stored(row: Any, cipher) -> Response:
+    try:
+        content = cipher.decrypt_bytes(row.body, _ad(row.actor, row.key)) if row.body else b""
+    except DecryptionError:
+        raise Conflict(
+            "the first response to this Idempotency-Key can no longer be read (the secret key was "
+            "rotated); send the request with a new Idempotency-Key"
+        ) from None
     return Response(
-        content=row.body or b"",
+        content=content,
         status_code=row.status_code,
         media_type=row.content_type,
         headers={"Idempotent-Replayed": "true"},
@@ -69,7 +85,7 @@ def run(
             db.execute(insert(ik).values(actor=actor, key=key, fingerprint=fingerprint, state="pending",
                                          created_at=now))
     except IntegrityError:
-        return _existing(engine, actor, key, fingerprint)
+        return _existing(engine, rt.cipher, actor, key, fingerprint)
     try:
         status, payload = produce()
     except KeyledgerError as exc:
@@ -77,27 +93,27 @@ def run(
             _forget(engine, actor, key)
             raise
         resp = problem(exc.http_status, str(exc), title=exc.title)
-        _finish(engine, actor, key, resp, rt.clock.now())
+        _finish(engine, rt.cipher, actor, key, resp, rt.clock.now())
         return resp
     except ApiError as exc:
         resp = problem(exc.status, exc.detail)
-        _finish(engine, actor, key, resp, rt.clock.now())
+        _finish(engine, rt.cipher, actor, key, resp, rt.clock.now())
         return resp
     except BaseException:
         _forget(engine, actor, key)
         raise
     resp = JSONResponse(jsonable(payload), status_code=status)
-    _finish(engine, actor, key, resp, rt.clock.now())
+    _finish(engine, rt.cipher, actor, key, resp, rt.clock.now())
     return resp
 
 
-def _finish(engine, actor: str, key: str, resp: Response, at) -> None:
+def _finish(engine, cipher, actor: str, key: str, resp: Response, at) -> None:
     with engine.begin() as db:
         db.execute(
             update(ik)
             .where(ik.c.actor == actor, ik.c.key == key)
             .values(state="done", status_code=resp.status_code, content_type=resp.media_type,
-                    body=bytes(resp.body), finished_at=at)
+                    body=cipher.encrypt(bytes(resp.body), _ad(actor, key)), finished_at=at)
         )
 
 
@@ -106,7 +122,7 @@ def _forget(engine, actor: str, key: str) -> None:
         db.execute(delete(ik).where(ik.c.actor == actor, ik.c.key == key, ik.c.state == "pending"))
 
 
-def _existing(engine, actor: str, key: str, fingerprint: str) -> Response:
+def _existing(engine, cipher, actor: str, key: str, fingerprint: str) -> Response:
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
         with engine.connect() as db:
@@ -119,7 +135,7 @@ def _existing(engine, actor: str, key: str, fingerprint: str) -> Response:
                 "use a new key for a new request"
             )
         if row.state == "done":
-            return _stored(row)
+            return _stored(row, cipher)
         if time.monotonic() >= deadline:
             raise Conflict("a request with this Idempotency-Key is still in progress; retry later")
         time.sleep(0.05)
