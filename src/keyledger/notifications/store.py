@@ -144,6 +144,11 @@ def claim_due(db: Connection, *, now: datetime, owner: str, lease_until: datetim
     return claimed
 
 
+def any_due(db: Connection, now: datetime) -> bool:
+    q = select(dv.event_id).where(dv.state == "pending", dv.next_attempt_at <= now).limit(1)
+    return db.execute(q).first() is not None
+
+
 def get_delivery(db: Connection, event_id: str, endpoint_id: str) -> dict[str, Any] | None:
     row = (
         db.execute(select(webhook_deliveries).where(dv.event_id == event_id, dv.endpoint_id == endpoint_id))

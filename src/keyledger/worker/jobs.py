@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from keyledger.core.errors import Invalid, KeyledgerError, NotFound
 from keyledger.customers import store as customer_store
 from keyledger.invoices import store as invoice_store
 from keyledger.invoices.service import InvoiceService
+from keyledger.notifications import store as notification_store
 from keyledger.notifications.service import Deliverer, DeliveryReport
 from keyledger.usage import service as usage_service
 from keyledger.usage import store as usage_store
@@ -39,6 +41,17 @@ def deliverer(rt: Any, **kwargs: Any) -> Deliverer:
         allow_private=bool(rt.settings.webhook_allow_private_networks),
         **kwargs,
     )
+
+
+def deliver_due(rt: Any, *, seconds: float | None = None) -> DeliveryReport | None:  # float-ok: seconds
+    """Send due webhooks (for at most ``seconds``); None when nothing is due (no secret key needed then)."""
+    with rt.engine.connect() as db:
+        if not notification_store.any_due(db, rt.clock.now()):
+            return None
+    if seconds is None:
+        return deliverer(rt).deliver_due()
+    d = deliverer(rt, timeout_seconds=min(10.0, seconds))
+    return d.deliver_due(deadline=time.monotonic() + seconds)
 
 
 def sync_service(rt: Any, progress: Callable | None = None) -> usage_service.SyncService:
@@ -81,12 +94,8 @@ def sync_then_budgets(
     if not isinstance(out.error, Invalid | NotFound):  # bad input changes nothing
         out.budgets = BudgetService(rt, actor="sync").evaluate_all()
     if deliver_seconds > 0:
-        import time
-
         try:
-            out.delivery = deliverer(rt, timeout_seconds=min(10.0, deliver_seconds)).deliver_due(
-                deadline=time.monotonic() + deliver_seconds
-            )
+            out.delivery = deliver_due(rt, seconds=deliver_seconds)
         except KeyledgerError as exc:  # e.g. no secret key: deliveries wait for the worker
             log.warning("sync.delivery_skipped", error=str(exc))
     return out
@@ -153,7 +162,7 @@ def build_jobs(rt: Any) -> list[Job]:
         Job(
             "deliver",
             timedelta(seconds=s.worker_delivery_interval_seconds),
-            lambda: deliverer(rt).deliver_due(),
+            lambda: deliver_due(rt),
             lease=timedelta(minutes=5),
         )
     )
