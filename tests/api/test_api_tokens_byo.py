@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 from sqlalchemy import text
 
 from keyledger.db.metadata import metadata
+from keyledger.pricing.service import import_plan_text
 from tests.api.conftest import problem_ok
+from tests.api.test_api_scenario import PLAN
 from tests.usage_support import inject
 
 
@@ -98,7 +101,8 @@ def test_byo_connect_sync_show_reconcile_disconnect(api, caplog):
     dg = api.dgemu
     with dg.client() as c:
         own = c.post("/_emulator/projects", json={"name": "acme's own Deepgram"}).json()
-    cust = api.customer("acme")
+    import_plan_text(api.runtime.engine, PLAN, name="starter.yaml", clock=api.runtime.clock)
+    cust = api.customer("acme", plan="starter")
     managed = api.customer("beta")
     portal = api.portal_token(cust["id"])
     with api.client() as c:
@@ -123,7 +127,8 @@ def test_byo_connect_sync_show_reconcile_disconnect(api, caplog):
     assert sorted(minted["scopes"]) == ["usage:read", "usage:write"]
     assert "keyledger" in minted.get("tags", []) and "customer:acme" in minted.get("tags", [])
     # usage made in the customer's own project (with their own keys) is synced and theirs
-    now = datetime.now(UTC) - timedelta(hours=1)
+    month_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    now = max(datetime.now(UTC) - timedelta(hours=1), month_start)  # this month, for the invoice
     rec = {"created": now.isoformat().replace("+00:00", "Z"), "endpoint": "listen", "method": "sync",
            "model": "nova-3", "duration_seconds": 120}
     inject(dg, [{**rec, "api_key_id": "their-own-key-1"}, {**rec, "api_key_id": "their-own-key-2"}],
@@ -141,6 +146,13 @@ def test_byo_connect_sync_show_reconcile_disconnect(api, caplog):
         rec_ = c.get("/reconciliation", params={"period": datetime.now(UTC).strftime("%Y-%m")}).json()
         assert rec_["connection"] == "main" and rec_["matches_to_the_cent"] is True
         assert {x["customer_id"] for x in rec_["customers"]} == {managed["id"]}
+        # invoiced at zero: the customer pays Deepgram directly (plan without byo_pricing: plan)
+        c.post("/invoice-runs", json={"period": datetime.now(UTC).strftime("%Y-%m"), "customer": "acme"})
+        [inv] = c.get("/invoices", params={"customer_id": cust["id"]}).json()["data"]
+        doc = c.get(f"/invoices/{inv['id']}").json()
+        [line] = [x for x in doc["lines"] if x["kind"] == "byo"]
+        assert line["amount"] == "0.00" and Decimal(line["quantity"]) == 4 and doc["total"] == "0.00"
+        assert Decimal(line["provider_cost_usd"]) > 0
         byo_conn = next(x for x in c.get("/connections").json()["data"] if x["kind"] == "byo")
         assert byo_conn["customer_id"] == cust["id"] and "api_key" not in byo_conn
         r = c.get("/reconciliation", params={"period": "2026-01", "connection": byo_conn["name"]})
