@@ -76,3 +76,35 @@ def test_claims_are_exclusive_until_the_lease_runs_out(engine):
             db, now=T + timedelta(minutes=6), owner="h|1|c", lease_until=T + timedelta(minutes=11), limit=10
         )
     assert len(late) == 5  # expired leases are free again
+
+
+def test_migration_0004_round_trip(engine):
+    """Downgrading 0004 removes exactly its tables and leaves the other branches; upgrading restores them."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from keyledger.db.migrate import alembic_config, current_heads, heads, upgrade
+
+    ours = {
+        "budgets",
+        "budget_periods",
+        "webhook_events",
+        "webhook_endpoints",
+        "webhook_deliveries",
+        "webhook_attempts",
+        "worker_jobs",
+    }
+    before = set(inspect(engine).get_table_names())
+    assert ours <= before and "0004" in current_heads(engine)
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "budgets@-1")
+    assert set(inspect(engine).get_table_names()) == before - ours
+    assert "0004" not in current_heads(engine)
+    upgrade(engine)
+    assert current_heads(engine) == heads() and set(inspect(engine).get_table_names()) == before
+    endpoint(engine, "whe_1")
+    with engine.begin() as db:
+        enqueue(db, "key.created", {}, T)
+    assert count(engine, webhook_deliveries) == 1

@@ -13,7 +13,7 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
+branch_labels = ("budgets",)
 depends_on = None
 
 EXACT = sa.Numeric(precision=28, scale=10).with_variant(sa.BigInteger(), "sqlite")
