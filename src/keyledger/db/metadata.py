@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData, Numeric, TypeDecorator
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from sqlalchemy import BigInteger, MetaData, Numeric, TypeDecorator
 from sqlalchemy.types import DateTime
 
 metadata = MetaData(
@@ -15,9 +17,47 @@ metadata = MetaData(
     }
 )
 
-# Money and quantities: exact decimals. 28 digits, 10 after the point (unit prices keep 10 places).
-Money = Numeric(28, 10, asdecimal=True)
-Quantity = Numeric(28, 10, asdecimal=True)
+# Money and quantities: exact decimals with 10 places (unit prices keep 10 places).
+#
+# ExactAmount is NUMERIC(28, 10) on PostgreSQL and, on SQLite, a 64-bit integer count of 1e-10 units:
+# SQLite's NUMERIC affinity would store a decimal as a binary float (and SUM would add floats); as
+# scaled integers, stored values and SQL sums stay exact on both databases. The SQLite bound is
+# ±922,337,203 units per value or sum.
+SCALE = 10
+_QUANTUM = Decimal(1).scaleb(-SCALE)
+
+
+class ExactAmount(TypeDecorator):
+    """An exact decimal with 10 places: NUMERIC on PostgreSQL, scaled BIGINT on SQLite."""
+
+    impl = Numeric(28, SCALE, asdecimal=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(28, SCALE, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None or dialect.name != "sqlite":
+            return value
+        return to_sqlite_units(value if isinstance(value, Decimal) else Decimal(value))
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(int(value)).scaleb(-SCALE).quantize(_QUANTUM)
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def to_sqlite_units(value: Decimal) -> int:
+    """What :class:`ExactAmount` stores on SQLite for ``value`` (for bulk paths that bypass binding)."""
+    return int(value.scaleb(SCALE).to_integral_value(ROUND_HALF_EVEN))
+
+
+Money = ExactAmount()
+Quantity = ExactAmount()
 
 
 class UTCDateTime(TypeDecorator):

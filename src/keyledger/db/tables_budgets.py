@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Boolean, Column, ForeignKey, Index, Integer, String, Table, Text, text
 
-from keyledger.db.metadata import UTCDateTime, metadata
-from keyledger.db.tables_usage import ExactAmount
+from keyledger.db.metadata import ExactAmount, UTCDateTime, metadata
 
 budgets = Table(
     "budgets",

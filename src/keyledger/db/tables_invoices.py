@@ -7,7 +7,7 @@ PostgreSQL): once an invoice leaves ``draft`` its row may only move ``finalized 
 lines and usage claims cannot be inserted, updated or deleted (a void invoice's claims may be
 deleted, releasing its usage); credit notes are never updated or deleted.
 
-Amounts use :class:`~keyledger.db.tables_usage.ExactAmount` (NUMERIC on PostgreSQL, scaled integers on
+Amounts use :class:`~keyledger.db.metadata.ExactAmount` (NUMERIC on PostgreSQL, scaled integers on
 SQLite), so sums stay exact on both.
 """
 
@@ -29,8 +29,7 @@ from sqlalchemy import (
     text,
 )
 
-from keyledger.db.metadata import UTCDateTime, metadata
-from keyledger.db.tables_usage import ExactAmount
+from keyledger.db.metadata import ExactAmount, UTCDateTime, metadata
 
 INVOICE_STATUSES = ("draft", "finalized", "paid", "void")
 

@@ -1,14 +1,9 @@
 """Tables for the usage ledger: one row per Deepgram request, daily rollups, sync state and runs.
 
-Quantities and costs use :data:`ExactAmount`: ``NUMERIC(28, 10)`` on PostgreSQL, and on SQLite a 64-bit
-integer count of 1e-10 units. SQLite's NUMERIC affinity would store a decimal as a binary float (and
-``SUM`` would add floats); as scaled integers, stored values and SQL sums stay exact on both databases.
-The SQLite bound is ±922,337,203 units per value or sum, far above a day's usage of one key.
+Quantities and costs are :class:`keyledger.db.metadata.ExactAmount` (exact on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
-
-from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import (
     JSON,
@@ -17,53 +12,13 @@ from sqlalchemy import (
     Date,
     Index,
     Integer,
-    Numeric,
     String,
     Table,
     Text,
-    TypeDecorator,
     UniqueConstraint,
 )
 
-from keyledger.db.metadata import UTCDateTime, metadata
-
-SCALE = 10
-_QUANTUM = Decimal(1).scaleb(-SCALE)
-
-
-class ExactAmount(TypeDecorator):
-    """An exact decimal with 10 places: NUMERIC on PostgreSQL, scaled BIGINT on SQLite."""
-
-    impl = Numeric(28, SCALE, asdecimal=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect):
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(BigInteger())
-        return dialect.type_descriptor(Numeric(28, SCALE, asdecimal=True))
-
-    def process_bind_param(self, value, dialect):
-        if value is None or dialect.name != "sqlite":
-            return value
-        if not isinstance(value, Decimal):
-            value = Decimal(value)
-        return int(value.scaleb(SCALE).to_integral_value(ROUND_HALF_EVEN))
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if dialect.name == "sqlite":
-            return Decimal(int(value)).scaleb(-SCALE).quantize(_QUANTUM)
-        return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def to_sqlite_units(value: Decimal) -> int:
-    """What :class:`ExactAmount` stores on SQLite for ``value`` (for bulk paths that bypass binding)."""
-    return int(value.scaleb(SCALE).to_integral_value(ROUND_HALF_EVEN))
-
-
-Money = ExactAmount()
-Quantity = ExactAmount()
+from keyledger.db.metadata import Money, Quantity, UTCDateTime, metadata
 
 usage_records = Table(
     "usage_records",

@@ -15,8 +15,9 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
+from keyledger.db.metadata import to_sqlite_units
 from keyledger.db.tables_customers import connections, customers, keys
-from keyledger.db.tables_usage import sync_runs, sync_state, to_sqlite_units, usage_daily, usage_records
+from keyledger.db.tables_usage import sync_runs, sync_state, usage_daily, usage_records
 from keyledger.provider.port import UsageRecord
 
 _INSERT_COLUMNS = (
