@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import structlog
 import typer
 from sqlalchemy import Engine, Row
 
@@ -91,8 +94,21 @@ def register_serve(app) -> None:
         uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning", access_log=False)
 
 
+def configure_logging(level: int = logging.WARNING) -> None:
+    """Structured logs go to stderr (stdout is for data, e.g. ``--json``); below WARNING only when asked
+    with ``KEYLEDGER_LOG_LEVEL`` (e.g. ``info``). Log lines never carry secrets."""
+    name = os.environ.get("KEYLEDGER_LOG_LEVEL", "").upper()
+    level = getattr(logging, name, level) if name else level
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+    )
+
+
 def main() -> None:
     from keyledger.cli.main import app, run
+
+    configure_logging()
     from keyledger.demo.cli import register as register_demo
     from keyledger.worker.cli import register as register_worker
 

@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end_and_reconciles_to_the_cent(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "difference 0.00" in proc.stdout
     invoices = sorted(out.glob("INV-*.json"))
-    assert len(invoices) == 3
+    assert len(invoices) == 4
     for path in invoices:
         for fmt in ("pdf", "html", "csv"):
             assert path.with_suffix(f".{fmt}").stat().st_size > 0
@@ -31,9 +31,19 @@ def test_demo_runs_end_to_end_and_reconciles_to_the_cent(tmp_path):
         assert Decimal(doc["subtotal"]) == lines
         assert Decimal(doc["total"]) == Decimal(doc["subtotal"]) + Decimal(doc["tax"])
     # every customer's usage was printed, and the operator's own key shows up as unattributed
-    for customer in ("acme", "globex", "initech"):
+    for customer in ("acme", "globex", "initech", "umbrella"):
         assert f"{customer}: usage by line item" in proc.stdout
     assert "unattributed 0.00" not in proc.stdout
+    # the BYO customer's usage is shown, not billed: its invoice holds no usage charge
+    docs = [json.loads(p.read_text()) for p in invoices]
+    byo = [d for d in docs if any(line.get("kind") == "byo" for line in d["lines"])]
+    assert len(byo) == 1
+    usage_lines = [line for line in byo[0]["lines"] if line.get("line_item")]
+    assert usage_lines and all(Decimal(line["amount"]) == 0 for line in usage_lines)
+    assert all(Decimal(line["provider_cost_usd"]) > 0 for line in usage_lines)
+    assert "BYO: Umbrella Labs connected its own Deepgram project" in proc.stdout
+    assert "browser token: POST /api/v1/customers/acme/tokens" in proc.stdout
+    assert not proc.stderr.strip(), proc.stderr  # logs below WARNING stay quiet
     # a revoke budget that globex exceeded: its key stops working at dgemu; the receiver verified the events
     assert "sync -> budget revoked: globex is suspended" in proc.stdout
     assert "now gets HTTP 401 from Deepgram" in proc.stdout

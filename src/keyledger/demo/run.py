@@ -38,6 +38,8 @@ from keyledger.core.config import Settings
 from keyledger.core.crypto import generate_key
 from keyledger.core.errors import KeyledgerError, ProviderError
 from keyledger.core.money import round_money
+from keyledger.customers.byo import ByoService
+from keyledger.customers.grants import GrantService
 from keyledger.customers.service import ConnectionService, CustomerService, KeyService
 from keyledger.db.migrate import upgrade
 from keyledger.demo import traffic
@@ -237,6 +239,7 @@ def _run_with_receiver(rt, environ, emu: Emulator, out_dir: Path, seed: int, con
     records += traffic.month_of_records(_unknown_key(emu), traffic.PROFILES["internal"], month_start,
                                         now - timedelta(minutes=5), rng)
     injected = traffic.inject(emu.base_url, emu.project_id, emu.owner_key, records)
+    injected += _bring_your_own_account(rt, emu, console, month_start, now, rng)
     live = sum(traffic.live_calls(emu.base_url, emu.ws_url, key_of[c.external_id].secret) for c in CUSTOMERS)
     console.print(f"traffic: {injected} requests since {month_start:%Y-%m-%d} and {live} live calls")
 
@@ -269,6 +272,7 @@ def _run_with_receiver(rt, environ, emu: Emulator, out_dir: Path, seed: int, con
             "requests": usage["requests"], "provider_cost_usd": usage["cost_usd"], "total": inv["total"],
         })
     _print_summary(console, period, summary_rows, recon, out_dir)
+    _browser_token_example(rt, emu, console)
     budget = _budget_breach(rt, emu, console, key_of["globex"])
     _deliver_webhooks(rt, console, receiver)
     hooks = [e["type"] for e in receiver.verified]
@@ -276,6 +280,44 @@ def _run_with_receiver(rt, environ, emu: Emulator, out_dir: Path, seed: int, con
         "period": period, "invoices": summary_rows, "reconcile": recon, "synced": synced,
         "budget": budget, "webhooks": hooks,
     }
+
+
+BYO_CUSTOMER = DemoCustomer("Umbrella Labs", "umbrella", "at-cost", "mixed", "UTC")
+
+
+def _bring_your_own_account(rt, emu: Emulator, console: Console, start, now, rng) -> int:
+    """A customer who pays Deepgram directly: they hand over a key of their own project once; keyledger
+    mints a dedicated usage key there, keeps only that one, and shows (does not bill) their usage."""
+    with httpx.Client(base_url=emu.base_url, headers={"Authorization": f"Token {emu.owner_key}"}) as c:
+        r = c.post("/_emulator/projects", json={"name": "Umbrella Labs' own Deepgram account"})
+        r.raise_for_status()
+        own = r.json()
+    c = BYO_CUSTOMER
+    CustomerService(rt, actor="demo").add(c.name, external_id=c.external_id, plan=c.plan,
+                                          email=f"billing@{c.external_id}.example")
+    result = ByoService(rt, actor="demo", base_url=emu.base_url).connect(
+        c.external_id, project_id=own["project_id"], api_key=own["owner_key"]
+    )
+    records = traffic.month_of_records(result.api_key_id, traffic.PROFILES[c.profile], start,
+                                       now - timedelta(minutes=5), rng)
+    created = traffic.inject(emu.base_url, own["project_id"], own["owner_key"], records)
+    console.print(
+        f"BYO: {c.name} connected its own Deepgram project {own['project_id']}; keyledger minted key "
+        f"{result.api_key_id} there (usage:write, usage:read), stored only that, and forgot the key it was "
+        f"handed; {created} requests of theirs will be shown, not billed"
+    )
+    return created
+
+
+def _browser_token_example(rt, emu: Emulator, console: Console) -> None:
+    """What an app's backend does for a browser client: a short-lived token from the customer's key."""
+    grant = GrantService(rt, actor="demo").grant("acme", ttl_seconds=60)
+    console.print(
+        "browser token: POST /api/v1/customers/acme/tokens {\"ttl_seconds\": 60} -> "
+        f"{{\"access_token\": \"{grant.access_token[:12]}…\", \"expires_in\": {grant.expires_in}}}; "
+        f"the browser then calls {emu.ws_url}/v1/listen with 'Authorization: Bearer <token>', and that "
+        "usage is attributed to acme"
+    )
 
 
 def _budget_breach(rt, emu: Emulator, console: Console, issued) -> dict[str, Any]:
