@@ -15,8 +15,6 @@ then the state becomes ``revoked``.
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -28,6 +26,7 @@ from keyledger.budgets import model, store
 from keyledger.core.errors import KeyledgerError, NotFound, ProviderError
 from keyledger.core.faults import fault_point
 from keyledger.core.ids import new_id
+from keyledger.core.leases import local_owner
 from keyledger.core.money import format_amount
 from keyledger.customers import store as customer_store
 from keyledger.customers.service import Deps, KeyService, suspend_in
@@ -52,7 +51,7 @@ class Outcome:
 
 
 def _owner() -> str:
-    return f"{socket.gethostname()}|{os.getpid()}|{new_id('enf')}"
+    return local_owner(new_id("enf"))
 
 
 def _pct(value: Decimal) -> str:

@@ -18,8 +18,6 @@ a new id.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,6 +32,7 @@ from keyledger.core.crypto import Cipher, associated_data
 from keyledger.core.errors import Invalid, KeyledgerError, NotFound
 from keyledger.core.faults import fault_point
 from keyledger.core.ids import new_id
+from keyledger.core.leases import local_owner
 from keyledger.customers import store as customer_store
 from keyledger.db.outbox import EVENT_TYPES
 from keyledger.notifications import signing, ssrf, store
@@ -224,7 +223,7 @@ class Deliverer:
     lease_seconds: int = 300  # > batch × timeout, so a live sender never loses its lease
     batch: int = 10
     transport: httpx.BaseTransport | None = None
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}|{os.getpid()}|{new_id('dlv')}")
+    owner: str = field(default_factory=lambda: local_owner(new_id("dlv")))
 
     def deliver_due(
         self, *, max_batches: int = 100, deadline: float | None = None  # float-ok: monotonic seconds

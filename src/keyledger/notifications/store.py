@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select, update
 
 from keyledger.core.ids import new_id
+from keyledger.core.leases import dead_local_owner
 from keyledger.db.outbox import subscribed
 from keyledger.db.tables_notifications import (
     webhook_attempts,
@@ -22,23 +21,6 @@ ep = webhook_endpoints.c
 dv = webhook_deliveries.c
 ev = webhook_events.c
 at_ = webhook_attempts.c
-
-
-def dead_local_owner(owner: str | None) -> bool:
-    """True when a lease owner (``host|pid|…``) is a process on this host that no longer exists."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition("|")
-    pid = rest.partition("|")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def insert_endpoint(db: Connection, values: dict[str, Any]) -> None:

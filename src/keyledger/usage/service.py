@@ -13,8 +13,6 @@ Sync, per connection (see ``model`` for the windows):
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from keyledger.core.errors import (
 )
 from keyledger.core.faults import fault_point
 from keyledger.core.ids import new_id
+from keyledger.core.leases import dead_local_owner, local_owner
 from keyledger.core.money import round_money
 from keyledger.db.outbox import enqueue
 from keyledger.provider.port import Provider, UsageRecord
@@ -88,25 +87,6 @@ def _calls(provider: Provider) -> int:
     return int(getattr(getattr(provider, "http", None), "calls", 0))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _dead_local_owner(owner: str | None) -> bool:
-    """True when the lease owner is a process on this host that no longer exists."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition("|")
-    pid_s = rest.partition("|")[0]
-    return host == socket.gethostname() and pid_s.isdigit() and not _pid_alive(int(pid_s))
-
-
 @dataclass
 class SyncService:
     engine: Engine
@@ -156,7 +136,7 @@ class SyncService:
                 store.ensure_state(conn, c.id, now)
                 state = store.read_state(conn, c.id)
                 holder = state["lease_owner"] if state else None
-                steal = holder if _dead_local_owner(holder) else None
+                steal = holder if dead_local_owner(holder) else None
                 if store.try_lease(conn, c.id, owner, now, expires, steal_from=steal):
                     if steal:
                         log.warning("sync.lease_taken_over", connection=c.name, dead_owner=steal)
@@ -177,7 +157,7 @@ class SyncService:
     ) -> RunReport:
         report = RunReport(connection=c.name, connection_id=c.id)
         run_id = new_id("run")
-        owner = f"{socket.gethostname()}|{os.getpid()}|{run_id}"
+        owner = local_owner(run_id)
         if not self._lease(c, owner):
             report.status = "skipped"
             report.error = "another sync of this connection is running"

@@ -8,8 +8,6 @@ lease that another worker on the same host takes over at once, and any worker on
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,28 +18,11 @@ from sqlalchemy import Engine, or_, select, update
 
 from keyledger.core.clock import Clock
 from keyledger.core.ids import new_id
+from keyledger.core.leases import dead_local_owner, local_owner
 from keyledger.db.tables_notifications import worker_jobs
 
 log = structlog.get_logger(__name__)
 wj = worker_jobs.c
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def dead_local_owner(owner: str | None) -> bool:
-    if not owner:
-        return False
-    host, _, rest = owner.partition("|")
-    pid = rest.partition("|")[0]
-    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
 
 
 @dataclass
@@ -56,7 +37,7 @@ class Job:
 class Scheduler:
     engine: Engine
     clock: Clock
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}|{os.getpid()}|{new_id('wrk')}")
+    owner: str = field(default_factory=lambda: local_owner(new_id("wrk")))
 
     def _insert(self, db):
         if db.dialect.name == "sqlite":
