@@ -18,9 +18,7 @@ Metrics (one JSON object per line: ``{"bench": "budget", "metric", "value", "uni
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+import _common
+
 PROJECT_ID = "c0ffee00-0000-4000-8000-0000000000b6"
 OWNER_KEY = "dgemu_owner_bench_budget_" + "0" * 15
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -40,55 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def emit(metric: str, value: float, unit: str, baseline: float | None = None, **extra) -> None:  # float-ok
-    line = {
-        "bench": "budget",
-        "metric": metric,
-        "value": round(value, 4),
-        "unit": unit,  # float-ok
-        "baseline": round(baseline, 4) if baseline is not None else None,  # float-ok
-        "ratio": round(value / baseline, 4) if baseline else None,
-        **extra,
-    }  # float-ok
-    print(json.dumps(line), flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    _common.emit("budget", metric, value, unit, baseline, **extra)
 
 
 def start_dgemu(tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    log = (tmp / "dgemu.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dgemu",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--project-id",
-            PROJECT_ID,
-            "--owner-key",
-            OWNER_KEY,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/_emulator/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("dgemu did not start")
+    return _common.start_dgemu(PROJECT_ID, OWNER_KEY, tmp / "dgemu.log", mode="wb")
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import uuid
 from pathlib import Path
 
 import httpx
+
+import _common
 
 PROJECT_ID = "c0ffee00-0000-4000-8000-0000000000be"
 OWNER_KEY = "dgemu_owner_bench_" + "0" * 22
@@ -48,37 +49,13 @@ TARGET_RATIO = 1.5
 
 
 def emit(metric: str, value: float, unit: str, baseline: float | None = None) -> None:
-    ratio = round(value / baseline, 3) if baseline else None
-    line = {"bench": "emulator", "metric": metric, "value": round(value, 3), "unit": unit,
-            "baseline": None if baseline is None else round(baseline, 3), "ratio": ratio}
-    print(json.dumps(line), flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    _common.emit("emulator", metric, value, unit, baseline, digits=3)
 
 
 def start() -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
     log = Path(tempfile.mkstemp(prefix="dgemu-bench-", suffix=".log")[1])
-    cmd = [sys.executable, "-m", "dgemu", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--project-id", PROJECT_ID, "--owner-key", OWNER_KEY]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"dgemu exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/_emulator/health", timeout=1).status_code == 200:
-                return proc, base, log
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("dgemu did not start within 30 s")
+    proc, base = _common.start_dgemu(PROJECT_ID, OWNER_KEY, log)
+    return proc, base, log
 
 
 def iso(t: dt.datetime) -> str:

@@ -25,7 +25,6 @@ import math
 import os
 import random
 import resource
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+
+import _common
 
 PROJECT_ID = "c0ffee00-0000-4000-8000-0000000000bf"
 OWNER_KEY = "dgemu_owner_bench_sync_" + "0" * 17
@@ -57,57 +58,13 @@ def emit(
     ratio: float | None = None,
     **extra,
 ) -> None:  # float-ok: timings
-    if ratio is None and baseline:
-        ratio = value / baseline
-    line = {
-        "bench": "sync",
-        "metric": metric,
-        "value": round(value, 4),
-        "unit": unit,
-        "baseline": None if baseline is None else round(baseline, 4),
-        "ratio": None if ratio is None else round(ratio, 4),
-        **extra,
-    }
-    print(json.dumps(line), flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    _common.emit("sync", metric, value, unit, baseline, ratio, **extra)
 
 
 def start_dgemu() -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
     log = Path(tempfile.mkstemp(prefix="dgemu-bench-sync-", suffix=".log")[1])
-    cmd = [
-        sys.executable,
-        "-m",
-        "dgemu",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--project-id",
-        PROJECT_ID,
-        "--owner-key",
-        OWNER_KEY,
-    ]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"dgemu exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/_emulator/health", timeout=1).status_code == 200:
-                return proc, base, log
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("dgemu did not start within 30 s")
+    proc, base = _common.start_dgemu(PROJECT_ID, OWNER_KEY, log)
+    return proc, base, log
 
 
 def iso(t: dt.datetime) -> str:
