@@ -1,5 +1,7 @@
-"""``keyledger sync``, ``keyledger usage`` and ``keyledger reconcile``. The root CLI mounts them with
-:func:`register`; the wiring (engine, clock, providers) comes from ``ctx.obj`` (the bootstrap Runtime)."""
+"""``keyledger usage`` and ``keyledger reconcile``, and the output of ``keyledger sync``
+(:func:`print_reports`; the command itself lives in ``keyledger.worker.cli``). The root CLI mounts
+them with :func:`register`; the wiring (engine, clock, providers) comes from ``ctx.obj`` (the bootstrap
+Runtime)."""
 
 from __future__ import annotations
 
@@ -44,52 +46,6 @@ def _logs_to_stderr() -> None:
 
 def _open_provider(runtime):
     return lambda connection: runtime.provider_for(connection.id)
-
-
-def sync(
-    ctx: typer.Context,
-    connection: str | None = typer.Option(None, "--connection", help="Only this connection (name or id)."),
-    since: str | None = typer.Option(
-        None, "--since", help="Read from this date/time (UTC) instead of the watermark minus the look-back."
-    ),
-    until: str | None = typer.Option(None, "--until", help="Read up to this date (inclusive) or time."),
-    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
-) -> None:
-    """Pull usage from Deepgram's request log into the ledger (safe to run concurrently and repeatedly)."""
-    _logs_to_stderr()
-    runtime = ctx.obj
-    since_at = model.parse_instant_option(since, "--since") if since else None
-    until_at = model.parse_instant_option(until, "--until", end_of_day=True) if until else None
-    show_progress = sys.stdout.isatty() and not as_json
-    svc = service.SyncService(
-        engine=runtime.engine,
-        settings=runtime.settings,
-        clock=runtime.clock,
-        open_provider=_open_provider(runtime),
-    )
-    if show_progress:
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[fetched]} records"),
-            TimeElapsedColumn(),
-            transient=True,
-        ) as bar:
-            tasks: dict[str, Any] = {}
-
-            def on_progress(name: str, fetched: int, window: int, windows: int) -> None:
-                if name not in tasks:
-                    tasks[name] = bar.add_task(f"sync {name}", total=windows, fetched=0)
-                bar.update(tasks[name], completed=window, fetched=fetched)
-
-            svc.progress = on_progress
-            reports = svc.sync(connection=connection, since=since_at, until=until_at)
-    else:
-        reports = svc.sync(connection=connection, since=since_at, until=until_at)
-    print_reports(reports, as_json=as_json)
 
 
 def print_reports(reports: list[service.RunReport], *, as_json: bool) -> None:
@@ -182,10 +138,10 @@ def reconcile(
         print(f"  {c['customer_id']}: ledger {_usd(c['attributed_usd'])}, Deepgram {_usd(c['provider_usd'])}")
 
 
-def register(app: typer.Typer, *, include_sync: bool = True) -> None:
-    """Mount the usage commands on the root app. The installed ``keyledger`` mounts ``sync`` from
-    ``keyledger.worker.cli`` instead (sync, then budgets), so it passes ``include_sync=False``."""
-    if include_sync:
-        app.command("sync")(sync)
+def register(app: typer.Typer, *, include_sync: bool = False) -> None:
+    """Mount the usage commands on the root app. ``sync`` is not among them: ``keyledger.worker.cli``
+    mounts it (sync, then budgets, which sit above usage); ``include_sync`` is accepted for callers that
+    still pass it and mounts nothing."""
+    del include_sync
     app.command("usage")(usage)
     app.command("reconcile")(reconcile)
