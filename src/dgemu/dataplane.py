@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -47,42 +48,47 @@ def _tags(request: Request) -> tuple[str, ...]:
     return tuple(t for t in request.query_params.getlist("tag") if t)
 
 
-def _fail(
-    emu: Emulator,
-    project: Project,
-    principal: Principal,
-    *,
-    request_id: str,
-    created_us: int,
-    path: str,
-    endpoint: str,
-    method: str,
-    model: str,
-    err: errors.DgError,
-    tags: tuple[str, ...],
-) -> errors.DgError:
-    """Record a failed data-plane call and return the error to raise (same request id)."""
-    body = err.body if isinstance(err.body, dict) else {}
-    msg = str(body.get("err_msg") or body.get("message") or err.body)
-    rec = make_record(
-        emu.store,
-        request_id=request_id,
-        created_us=created_us,
-        api_key_id=principal.key.api_key_id,
-        path=path,
-        endpoint=endpoint,
-        method=method,
-        model=model,
-        row=None,
-        code=err.status,
-        message=msg,
-        tags=tags,
-    )
-    emu.store.add_records(project, [rec])
-    if isinstance(err.body, dict) and "request_id" in err.body:
-        err.body["request_id"] = request_id
-    err.request_id = request_id
-    return err
+@dataclass(frozen=True)
+class _Call:
+    """One data-plane request: everything its request-log record shares, success or failure."""
+
+    emu: Emulator
+    project: Project
+    principal: Principal
+    request_id: str
+    created_us: int
+    path: str
+    endpoint: str
+    method: str
+    model: str
+    tags: tuple[str, ...]
+
+    def record(self, row: PriceRow | None, **usage: Any) -> None:
+        """Add this request's record to the request log (``usage``: the rest of ``make_record``)."""
+        rec = make_record(
+            self.emu.store,
+            request_id=self.request_id,
+            created_us=self.created_us,
+            api_key_id=self.principal.key.api_key_id,
+            path=self.path,
+            endpoint=self.endpoint,
+            method=self.method,
+            model=self.model,
+            row=row,
+            tags=self.tags,
+            **usage,
+        )
+        self.emu.store.add_records(self.project, [rec])
+
+    def fail(self, err: errors.DgError) -> errors.DgError:
+        """Record the failed call and return the error to raise (same request id)."""
+        body = err.body if isinstance(err.body, dict) else {}
+        msg = str(body.get("err_msg") or body.get("message") or err.body)
+        self.record(None, code=err.status, message=msg)
+        if isinstance(err.body, dict) and "request_id" in err.body:
+            err.body["request_id"] = self.request_id
+        err.request_id = self.request_id
+        return err
 
 
 def _price_row(emu: Emulator, endpoint: str, method: str, model: str) -> PriceRow:
@@ -168,22 +174,7 @@ async def listen(emu: Emulator, request: Request) -> Any:
     model = q.get("model") or DEFAULT_MODELS["listen"]
     method = "async" if q.get("callback") else "sync"
     tags = _tags(request)
-    path = "/v1/listen"
-
-    def fail(err: errors.DgError) -> errors.DgError:
-        return _fail(
-            emu,
-            project,
-            principal,
-            request_id=request_id,
-            created_us=created_us,
-            path=path,
-            endpoint="listen",
-            method=method,
-            model=model,
-            err=err,
-            tags=tags,
-        )
+    call = _Call(emu, project, principal, request_id, created_us, "/v1/listen", "listen", method, model, tags)
 
     try:
         row = _price_row(emu, "listen", method, model)
@@ -211,33 +202,23 @@ async def listen(emu: Emulator, request: Request) -> Any:
         if info.channels > MAX_LISTEN_CHANNELS:
             raise errors.bad_request(f"Too many channels: at most {MAX_LISTEN_CHANNELS} are supported.")
     except audio.AudioError:
-        raise fail(
+        raise call.fail(
             errors.bad_request("Bad Request: failed to process audio: corrupt or unsupported data")
         ) from None
     except errors.DgError as err:
-        raise fail(err) from None
+        raise call.fail(err) from None
     sha = hashlib.sha256(body).hexdigest()
     features, config = features_and_config(q, exclude=("tag",))
     config.setdefault("model", model)
     config.setdefault("language", "en")
-    rec = make_record(
-        emu.store,
-        request_id=request_id,
-        created_us=created_us,
-        api_key_id=principal.key.api_key_id,
-        path=path,
-        endpoint="listen",
-        method=method,
-        model=model,
-        row=row,
+    call.record(
+        row,
         duration=info.duration,
         channels=info.channels,
         multichannel=multichannel,
-        tags=tags,
         features=features,
         config=config,
     )
-    emu.store.add_records(project, [rec])
     if method == "async":
         return {"request_id": request_id}
     return transcript_body(request_id, created_us, sha, info, model, row.family, multichannel, tags)
@@ -285,7 +266,7 @@ async def speak(emu: Emulator, request: Request) -> Any:
     q = request.query_params
     model = q.get("model") or DEFAULT_MODELS["speak"]
     tags = _tags(request)
-    path = "/v1/speak"
+    call = _Call(emu, project, principal, request_id, created_us, "/v1/speak", "speak", "sync", model, tags)
     try:
         row = _price_row(emu, "speak", "sync", model)
         encoding = (q.get("encoding") or "mp3").lower()
@@ -317,42 +298,14 @@ async def speak(emu: Emulator, request: Request) -> Any:
                 f"Text is too long: {len(text)} characters, the limit is {MAX_SPEAK_CHARS}.",
             )
     except errors.DgError as err:
-        raise _fail(
-            emu,
-            project,
-            principal,
-            request_id=request_id,
-            created_us=created_us,
-            path=path,
-            endpoint="speak",
-            method="sync",
-            model=model,
-            err=err,
-            tags=tags,
-        ) from None
+        raise call.fail(err) from None
     chars = len(text)
     from .common import tts_duration
 
     duration = tts_duration(chars)
     features, config = features_and_config(q, exclude=("tag",))
     config.setdefault("model", model)
-    rec = make_record(
-        emu.store,
-        request_id=request_id,
-        created_us=created_us,
-        api_key_id=principal.key.api_key_id,
-        path=path,
-        endpoint="speak",
-        method="sync",
-        model=model,
-        row=row,
-        duration=duration,
-        characters=chars,
-        tags=tags,
-        features=features,
-        config=config,
-    )
-    emu.store.add_records(project, [rec])
+    call.record(row, duration=duration, characters=chars, features=features, config=config)
     data, media_type = speak_audio(duration, encoding, container, sample_rate, bit_rate)
     headers = {
         "dg-request-id": request_id,
@@ -374,6 +327,7 @@ async def read(emu: Emulator, request: Request) -> Any:
     q = request.query_params
     tags = _tags(request)
     model = "read"
+    call = _Call(emu, project, principal, request_id, created_us, "/v1/read", "read", "sync", model, tags)
     try:
         row = _price_row(emu, "read", "sync", model)
         doc = parse_json_body(await request.body())
@@ -386,19 +340,7 @@ async def read(emu: Emulator, request: Request) -> Any:
         if not isinstance(doc, dict) or not isinstance(doc.get("text"), str) or not doc["text"].strip():
             raise errors.bad_request("Invalid JSON body: expected an object with a non-empty 'text' string.")
     except errors.DgError as err:
-        raise _fail(
-            emu,
-            project,
-            principal,
-            request_id=request_id,
-            created_us=created_us,
-            path="/v1/read",
-            endpoint="read",
-            method="sync",
-            model=model,
-            err=err,
-            tags=tags,
-        ) from None
+        raise call.fail(err) from None
     text = doc["text"]
     tokens_in_each = max(1, ceil_div(len(text), 4))
     meta: dict[str, Any] = {
@@ -433,23 +375,7 @@ async def read(emu: Emulator, request: Request) -> Any:
                 "average": {"sentiment": "neutral", "sentiment_score": 0.0},
             }
     features, config = features_and_config(q, exclude=("tag",))
-    rec = make_record(
-        emu.store,
-        request_id=request_id,
-        created_us=created_us,
-        api_key_id=principal.key.api_key_id,
-        path="/v1/read",
-        endpoint="read",
-        method="sync",
-        model=model,
-        row=row,
-        tokens_in=total_in,
-        tokens_out=total_out,
-        tags=tags,
-        features=features,
-        config=config,
-    )
-    emu.store.add_records(project, [rec])
+    call.record(row, tokens_in=total_in, tokens_out=total_out, features=features, config=config)
     return {"metadata": {"metadata": meta}, "results": results}
 
 
