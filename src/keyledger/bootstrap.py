@@ -74,6 +74,15 @@ def make_runtime(settings: Settings, environ: Mapping[str, str] | None = None) -
     return Runtime(settings=settings, environ=environ if environ is not None else os.environ)
 
 
+def create_server_app(runtime: Runtime):
+    """What ``keyledger serve`` serves: the REST API at ``/api/v1`` plus the web UI (operator dashboard at
+    ``/``, customer portal at ``/portal``). The API and the web UI are peers; they meet only here."""
+    from keyledger.api import create_app
+    from keyledger.web import install
+
+    return install(create_app(runtime))
+
+
 def register_serve(app) -> None:
     """``keyledger serve``: mounted here because the CLI and the API are peers (neither imports the other)."""
 
@@ -83,15 +92,14 @@ def register_serve(app) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
         port: int = typer.Option(8000, "--port", help="Port to listen on."),
     ) -> None:
-        """Serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) until interrupted."""
+        """Serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) and the web UI (/ and /portal)."""
         import uvicorn
-
-        from keyledger.api import create_app
 
         runtime = ctx.obj
         _ = runtime.cipher  # refuse to start without a secret key rather than fail on the first request
-        print(f"keyledger API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json)", flush=True)
-        uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning", access_log=False)
+        print(f"keyledger API on http://{host}:{port}/api/v1 (OpenAPI: /api/v1/openapi.json); "
+              f"dashboard on http://{host}:{port}/ and customer portal on /portal", flush=True)
+        uvicorn.run(create_server_app(runtime), host=host, port=port, log_level="warning", access_log=False)
 
 
 def configure_logging(level: int = logging.WARNING) -> None:

@@ -1,0 +1,128 @@
+"""The web UI over plain HTTP (SQLite and PostgreSQL): sign-in, session cookie flags, CSRF on every form,
+friendly error pages, every operator page renders, and the portal's isolation (another customer's invoice is
+404; nothing of another customer is shown; no key secret is ever rendered)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from tests.web.conftest import Site
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(resp: httpx.Response) -> str:
+    m = CSRF.search(resp.text)
+    assert m, resp.text[:500]
+    return m.group(1)
+
+
+@contextmanager
+def admin_client(site: Site) -> Iterator[httpx.Client]:
+    with site.http() as c:
+        page = c.get("/login")
+        r = c.post("/login", data={"csrf": csrf_of(page), "token": site.admin_token})
+        assert r.status_code == 303 and r.headers["location"] == "/", r.text
+        yield c
+
+
+@contextmanager
+def portal_client(site: Site, token: str) -> Iterator[httpx.Client]:
+    with site.http() as c:
+        r = c.get("/portal/login", params={"token": token})
+        assert r.status_code == 303 and r.headers["location"] == "/portal", r.text
+        yield c
+
+
+def test_sign_in_session_cookie_and_csrf(site: Site):
+    with site.http() as anon:
+        assert anon.get("/").headers["location"] == "/login"
+        assert anon.get(f"/customers/{site.acme.id}").status_code == 303
+        page = anon.get("/login")
+        assert page.status_code == 200 and 'for="token"' in page.text
+        # a forged sign-in (no CSRF token) is refused with a page, not a stack trace
+        forged = anon.post("/login", data={"token": site.admin_token, "csrf": "nope"})
+        assert forged.status_code == 403 and "expired" in forged.text and "set-cookie" not in forged.headers
+        bad = anon.post("/login", data={"csrf": csrf_of(page), "token": "kla_wrong"})
+        assert bad.status_code == 401 and "unknown" in bad.text
+        # a portal token does not open the operator dashboard
+        as_portal = anon.post("/login", data={"csrf": csrf_of(page), "token": site.portal_token})
+        assert as_portal.status_code == 401
+        ok = anon.post("/login", data={"csrf": csrf_of(page), "token": site.admin_token})
+        cookie = ok.headers["set-cookie"]
+        assert "kl_session=" in cookie and "HttpOnly" in cookie
+        assert "samesite=strict" in cookie.lower()
+        home = anon.get("/")
+        assert home.status_code == 200 and "Overview" in home.text and 'id="chart-data"' in home.text
+        assert "Acme Corp" in home.text  # top customers
+        # a tampered cookie is no session
+        anon.cookies.set("kl_session", anon.cookies["kl_session"][:-2] + "00")
+        assert anon.get("/").status_code == 303
+
+
+def test_operator_pages_render_and_forms_need_csrf(site: Site):
+    with admin_client(site) as c:
+        for path in ("/", "/customers", "/customers?q=acme", "/customers?status=suspended",
+                     f"/customers/{site.acme.id}", "/invoices", f"/invoices/{site.acme_invoice['id']}",
+                     f"/invoices/{site.acme_invoice['id']}/void",
+                     f"/invoices/{site.beta_invoice['id']}/finalize",
+                     "/reconciliation", "/sync-runs", "/webhooks"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text[:300])
+            assert r.headers["content-type"].startswith("text/html")
+            for secret in site.secrets:
+                assert secret not in r.text, path
+        assert "Beta Industries" not in c.get("/customers?q=acme").text
+        detail = c.get(f"/customers/{site.acme.id}")
+        assert all(k.id in detail.text for k in site.acme_keys) and "<meter" in detail.text
+        rec = c.get("/reconciliation").text
+        assert "matches" in rec
+        # revoke without the CSRF token: refused, key untouched
+        key = site.acme_keys[1]
+        r = c.post(f"/customers/{site.acme.id}/keys/{key.id}/revoke", data={"csrf": "x"})
+        assert r.status_code == 403
+        assert f'data-key="{key.id}"' in c.get(f"/customers/{site.acme.id}").text
+        # finalize through the confirmation page
+        page = c.get(f"/invoices/{site.beta_invoice['id']}/finalize")
+        r = c.post(f"/invoices/{site.beta_invoice['id']}/finalize", data={"csrf": csrf_of(page)})
+        assert r.status_code == 303
+        shown = c.get(r.headers["location"]).text
+        assert "INV-" in shown and "finalized" in shown
+        # errors are friendly pages
+        missing = c.get("/invoices/inv_nope")
+        assert missing.status_code == 404 and "Not found" in missing.text and "text/html" in missing.headers[
+            "content-type"]
+        assert c.get("/customers/nobody").status_code == 404
+        pdf = c.get(f"/invoices/{site.acme_invoice['id']}/pdf")
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
+
+def test_portal_isolation(site: Site):
+    with portal_client(site, site.portal_token) as c:
+        home = c.get("/portal")
+        assert home.status_code == 200 and "Acme Corp" in home.text
+        for foreign in ("Beta Industries", site.beta.id, site.beta.external_id, site.beta_invoice["id"],
+                        site.beta_keys[0].id, site.beta_keys[0].api_key_id, *site.secrets):
+            assert foreign not in home.text, foreign
+        assert site.acme_invoice["number"] in home.text
+        own = c.get(f"/portal/invoices/{site.acme_invoice['id']}/pdf")
+        assert own.status_code == 200 and own.content.startswith(b"%PDF")
+        beta_inv = site.beta_invoice["id"]
+        for path in (f"/portal/invoices/{beta_inv}", f"/portal/invoices/{beta_inv}/pdf",
+                     "/portal/invoices/inv_does_not_exist"):
+            r = c.get(path)
+            assert r.status_code == 404 and "Beta" not in r.text, path
+        # the portal session does not open the operator dashboard
+        assert c.get("/").status_code == 303 and c.get(f"/invoices/{beta_inv}").status_code == 303
+        # a BYO connect with a bad key is a friendly error page, and needs CSRF
+        assert c.post("/portal/byo", data={"csrf": "x", "project_id": "p", "api_key": "k"}).status_code == 403
+        r = c.post("/portal/byo", data={"csrf": csrf_of(home), "project_id": "nope", "api_key": "bad"})
+        assert 400 <= r.status_code < 500 and "text/html" in r.headers["content-type"], r.text[:300]
+    with site.http() as anon:
+        assert anon.get("/portal").headers["location"] == "/portal/login"
+        bad = anon.get("/portal/login", params={"token": "klp_nope"})
+        assert bad.status_code == 401 and "expired" in bad.text
