@@ -28,7 +28,15 @@ def money(value: Any, currency: str = "USD") -> str:
     return f"{round_money(amount, currency):,} {currency}"
 
 
+def quantity(value: Any) -> str:
+    """An exact quantity without trailing zeros or an exponent (60.0000000000 -> 60)."""
+    q = value if isinstance(value, Decimal) else Decimal(str(value))
+    text = format(q, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 templates.env.filters["money"] = money
+templates.env.filters["qty"] = quantity
 templates.env.filters["when"] = lambda v: "—" if v is None else str(v)[:19].replace("T", " ")
 
 
