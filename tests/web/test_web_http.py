@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 import httpx
 
+from keyledger.budgets.service import BudgetService
+from keyledger.notifications.service import WebhookService
 from tests.web.conftest import Site
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -126,3 +128,38 @@ def test_portal_isolation(site: Site):
         assert anon.get("/portal").headers["location"] == "/portal/login"
         bad = anon.get("/portal/login", params={"token": "klp_nope"})
         assert bad.status_code == 401 and "expired" in bad.text
+
+
+def test_rotate_shows_the_new_secret_once(site: Site):
+    key = site.acme_keys[0]
+    with admin_client(site) as c:
+        page = c.get(f"/customers/{site.acme.id}")
+        r = c.post(f"/customers/{site.acme.id}/keys/{key.id}/rotate", data={"csrf": csrf_of(page)})
+        assert r.status_code == 200 and "shown on this page only" in r.text
+        secret = re.search(r'id="secret" readonly value="([^"]+)"', r.text).group(1)
+        assert len(secret) > 20
+        after = c.get(f"/customers/{site.acme.id}").text
+        assert secret not in after and f'data-key="{key.id}"' in after
+        assert secret not in c.get("/").text
+    with portal_client(site, site.portal_token) as p:
+        assert secret not in p.get("/portal").text
+    with site.dgemu.client() as dg:  # the old key is gone at Deepgram
+        assert dg.get(f"/v1/projects/{site.dgemu.project_id}/keys/{key.api_key_id}").status_code == 404
+
+
+def test_webhooks_page_and_replay(site: Site):
+    rt = site.runtime
+    hooks = WebhookService(rt.engine, rt.cipher, rt.clock, actor="tests")
+    endpoint = hooks.add("https://hooks.example.test/keyledger")
+    BudgetService(rt, actor="tests").set("acme", limit="0.01", action="notify")
+    BudgetService(rt, actor="tests").evaluate("acme")  # crosses thresholds: events for the endpoint
+    events = hooks.events()
+    assert events
+    with admin_client(site) as c:
+        page = c.get("/webhooks")
+        assert page.status_code == 200 and endpoint["id"] in page.text and events[0]["id"] in page.text
+        assert endpoint["secret"] not in page.text
+        r = c.post(f"/webhooks/events/{events[0]['id']}/replay", data={"csrf": csrf_of(page)})
+        assert r.status_code == 303 and "queued for delivery again" in c.get(r.headers["location"]).text
+        alerts = c.get("/").text.split('id="alerts-h"')[1]  # the budget alert is on the overview
+        assert f'href="/customers/{site.acme.id}">acme</a>' in alerts
