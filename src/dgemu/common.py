@@ -280,6 +280,25 @@ def features_and_config(params: QueryParams, exclude: tuple[str, ...] = ()) -> t
 # ---------------------------------------------------------------------------- bodies
 
 
+def int_query(params: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """A whole-number query parameter in ``lo..hi`` (``default`` when absent or empty); 400 otherwise."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        d = Decimal(raw.strip())
+        if not d.is_finite() or d != d.to_integral_value():
+            raise ValueError
+        if d.adjusted() > 15:
+            raise ValueError
+        n = int(d)
+    except (ValueError, ArithmeticError):
+        raise errors.bad_query(f"Invalid value for '{name}'.") from None
+    if n < lo or n > hi:
+        raise errors.bad_query(f"Invalid value for '{name}': must be between {lo} and {hi}.")
+    return n
+
+
 def parse_json_body(raw: bytes, *, allow_empty: bool = False) -> Any:
     if not raw.strip():
         if allow_empty:

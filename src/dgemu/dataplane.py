@@ -19,6 +19,7 @@ from .common import (
     authenticate,
     ceil_div,
     features_and_config,
+    int_query,
     make_record,
     model_info,
     model_uuid,
@@ -103,24 +104,6 @@ def _bool(request: Request, name: str) -> bool:
     return v is not None and v.strip().lower() == "true"
 
 
-def _int_param(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        d = Decimal(raw.strip())
-        if not d.is_finite() or d != d.to_integral_value():
-            raise ValueError
-        if d.adjusted() > 15:
-            raise ValueError
-        n = int(d)
-    except (ValueError, ArithmeticError):
-        raise errors.bad_query(f"Invalid value for '{name}'.") from None
-    if n < lo or n > hi:
-        raise errors.bad_query(f"Invalid value for '{name}': must be between {lo} and {hi}.")
-    return n
-
-
 # ---------------------------------------------------------------------------- listen
 
 
@@ -192,10 +175,10 @@ async def listen(emu: Emulator, request: Request) -> Any:
             )
         encoding = q.get("encoding")
         if encoding and encoding.lower() in audio.BYTES_PER_SAMPLE:
-            rate = _int_param(request, "sample_rate", None, 1, 384000)
+            rate = int_query(q, "sample_rate", None, 1, 384000)
             if rate is None:
                 raise errors.bad_query("'sample_rate' is required when 'encoding' is set.")
-            ch = _int_param(request, "channels", 1, 1, MAX_LISTEN_CHANNELS) or 1
+            ch = int_query(q, "channels", 1, 1, MAX_LISTEN_CHANNELS) or 1
             info = audio.parse_raw(body, encoding.lower(), rate, ch)
         else:
             info = audio.parse_wav(body)
@@ -280,8 +263,8 @@ async def speak(emu: Emulator, request: Request) -> Any:
         if container not in ("none", "wav", "ogg"):
             raise errors.bad_query("Invalid value for 'container': expected none, wav or ogg.")
         default_rate = {"mulaw": 8000, "alaw": 8000}.get(encoding, 24000)
-        sample_rate = _int_param(request, "sample_rate", default_rate, 8000, 48000) or default_rate
-        bit_rate = _int_param(request, "bit_rate", 48000, 8000, 320000) or 48000
+        sample_rate = int_query(q, "sample_rate", default_rate, 8000, 48000) or default_rate
+        bit_rate = int_query(q, "bit_rate", 48000, 8000, 320000) or 48000
         body = await request.body()
         if len(body) > MAX_SPEAK_BODY:
             raise errors.legacy(413, "PAYLOAD_TOO_LARGE", "Request body too large.")

@@ -17,6 +17,7 @@ from .common import (
     Emulator,
     authenticate_credential,
     features_and_config,
+    int_query,
     make_record,
     model_info,
     model_uuid,
@@ -68,24 +69,6 @@ class _WavStream:
         return None
 
 
-def _int(q: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        d = Decimal(raw)
-        if not d.is_finite() or d != d.to_integral_value():
-            raise ValueError
-        if d.adjusted() > 15:
-            raise ValueError
-        n = int(d)
-    except (ValueError, ArithmeticError):
-        raise errors.bad_query(f"Invalid value for '{name}'.") from None
-    if not lo <= n <= hi:
-        raise errors.bad_query(f"Invalid value for '{name}': must be between {lo} and {hi}.")
-    return n
-
-
 class Session:
     def __init__(self, emu: Emulator, ws: WebSocket, principal, project, row, model: str, q: Any):
         self.emu = emu
@@ -105,8 +88,8 @@ class Session:
         self.rate = 0
         self.block = 0
         if self.encoding:
-            self.rate = _int(q, "sample_rate", None, 1, 384000) or 0
-            self.channels = _int(q, "channels", 1, 1, MAX_CHANNELS) or 1
+            self.rate = int_query(q, "sample_rate", None, 1, 384000) or 0
+            self.channels = int_query(q, "channels", 1, 1, MAX_CHANNELS) or 1
             self.block = audio.BYTES_PER_SAMPLE[self.encoding] * self.channels
         else:
             self.wav = _WavStream()
