@@ -58,6 +58,7 @@ def test_sign_in_session_cookie_and_csrf(site: Site):
         cookie = ok.headers["set-cookie"]
         assert "kl_session=" in cookie and "HttpOnly" in cookie
         assert "samesite=strict" in cookie.lower()
+        assert site.admin_token not in cookie and site.admin_token[4:12] not in cookie  # sealed, not readable
         home = anon.get("/")
         assert home.status_code == 200 and "Overview" in home.text and 'id="chart-data"' in home.text
         assert "Acme Corp" in home.text  # top customers

@@ -1,14 +1,15 @@
-"""Browser sessions: a signed, HttpOnly, SameSite=Strict cookie holding the token the user signed in with
-(re-authenticated on every request, so revoking the token ends the session) and a per-session CSRF token.
+"""Browser sessions: a sealed (signed and encrypted), HttpOnly, SameSite=Strict cookie holding the token the
+user signed in with (re-authenticated on every request, so revoking the token ends the session) and a
+per-session CSRF token.
 
-The signing key is derived from ``settings.secret_key`` (HMAC-SHA256); the cookie is ``Secure`` whenever the
-request came over HTTPS. Forms carry the CSRF token in a hidden field, compared in constant time.
+The cookie is sealed (authenticated encryption, AES-GCM) with the keyring of ``settings.secret_key``, so it
+can be neither forged nor read; it is ``Secure`` whenever the request came over HTTPS. Forms carry the CSRF
+token in a hidden field, compared in constant time.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import secrets
@@ -49,30 +50,23 @@ def runtime(request: Request):
     return request.app.state.runtime
 
 
-def _key(request: Request) -> bytes:
-    secret = runtime(request).settings.secret_key
-    raw = secret.get_secret_value() if secret is not None else ""
-    if not raw.strip():
-        raise RuntimeError("no secret key configured: the web UI cannot sign sessions")
-    return hashlib.sha256(b"keyledger-web-session\x00" + raw.encode()).digest()
+AD = b"keyledger-web-session"
 
 
 def sign(request: Request, payload: dict) -> str:
-    body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
-    mac = hmac.new(_key(request), body.encode(), hashlib.sha256).hexdigest()
-    return f"{body}.{mac}"
+    """Seal ``payload`` with the runtime's cipher (AES-GCM under ``settings.secret_key``'s keyring): the
+    cookie is authenticated (tampering fails) and opaque (the token inside is not readable)."""
+    blob = runtime(request).cipher.encrypt(json.dumps(payload, separators=(",", ":")), AD)
+    return base64.urlsafe_b64encode(blob).decode().rstrip("=")
 
 
 def unsign(request: Request, value: str | None) -> dict | None:
-    if not value or "." not in value:
-        return None
-    body, mac = value.rsplit(".", 1)
-    good = hmac.new(_key(request), body.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(mac, good):
+    if not value:
         return None
     try:
-        data = json.loads(base64.urlsafe_b64decode(body.encode()))
-    except ValueError:
+        blob = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        data = json.loads(runtime(request).cipher.decrypt(blob, AD))
+    except Exception:  # tampered, truncated, from another key: no session
         return None
     if not isinstance(data, dict) or data.get("exp", 0) < time.time():
         return None
