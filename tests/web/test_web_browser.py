@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from keyledger.budgets.service import BudgetService
+from keyledger.notifications.service import WebhookService
 from tests.web.conftest import Site
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -104,9 +106,16 @@ def test_operator_dashboard(context_factory, browser_site: Site, tmp_path):
     dl.value.save_as(path)
     assert path.read_bytes().startswith(b"%PDF")
 
-    for path_, name in (("/reconciliation", "reconciliation"), ("/sync-runs", "sync-runs")):
+    # an endpoint and budget events, for the webhooks page
+    rt = site.runtime
+    endpoint = WebhookService(rt.engine, rt.cipher, rt.clock, actor="tests").add("https://hooks.example.test/kl")
+    BudgetService(rt, actor="tests").set("beta", limit="0.10", action="notify")
+    BudgetService(rt, actor="tests").evaluate("beta")
+    for path_, name in (("/reconciliation", "reconciliation"), ("/sync-runs", "sync-runs"),
+                        ("/webhooks", "webhooks")):
         page.goto(site.base_url + path_)
         shot(page, name)
+    assert endpoint["id"] in page.content() and endpoint["secret"] not in page.content()
     for secret in site.secrets:
         assert secret not in page.content()
 

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 import httpx
 
 from keyledger.budgets.service import BudgetService
+from keyledger.customers.byo import ByoService
+from keyledger.customers.service import CustomerService
+from keyledger.customers.tokens import TokenService
 from keyledger.notifications.service import WebhookService
 from tests.web.conftest import Site
 
@@ -164,3 +167,21 @@ def test_webhooks_page_and_replay(site: Site):
         assert r.status_code == 303 and "queued for delivery again" in c.get(r.headers["location"]).text
         alerts = c.get("/").text.split('id="alerts-h"')[1]  # the budget alert is on the overview
         assert f'href="/customers/{site.acme.id}">acme</a>' in alerts
+
+
+def test_portal_byo_connect(site: Site):
+    rt = site.runtime
+    with site.dgemu.client() as dg:
+        own = dg.post("/_emulator/projects", json={"name": "gamma's own Deepgram"}).json()
+    gamma = CustomerService(rt, actor="tests").add("Gamma Ltd", external_id="gamma", plan="starter")
+    token = TokenService(rt, actor="tests").create_portal(gamma.id)["token"]
+    with portal_client(site, token) as c:
+        home = c.get("/portal")
+        assert 'for="project_id"' in home.text and 'for="api_key"' in home.text
+        r = c.post("/portal/byo", data={"csrf": csrf_of(home), "project_id": own["project_id"],
+                                        "api_key": own["owner_key"]})
+        assert r.status_code == 303 and r.headers["location"] == "/portal?done=connected", r.text
+        after = c.get(r.headers["location"]).text
+        assert "Your Deepgram project is connected" in after and own["owner_key"] not in after
+        assert "Acme" not in after and "Beta" not in after
+    assert ByoService(rt).status(gamma.id).connection_id is not None
