@@ -80,10 +80,12 @@ def test_operator_dashboard(context_factory, browser_site: Site, tmp_path):
     assert chart_drawn(page)
     shot(page, "customer")
 
-    # revoke a key (after the confirmation dialog) and see it gone at Deepgram (dgemu)
+    # revoke a key (after the confirmation page) and see it gone at Deepgram (dgemu)
     key = site.acme_keys[1]
-    page.once("dialog", lambda d: d.accept())
-    page.get_by_role("button", name=f"Revoke key {key.id}").click()
+    page.get_by_role("link", name=f"Revoke key {key.id}").click()
+    page.wait_for_url(f"**/keys/{key.id}/revoke")
+    shot(page, "confirm-revoke")
+    page.get_by_role("button", name="Yes, revoke").click()
     page.wait_for_url("**?done=revoked")
     row = page.locator(f'tr[data-key="{key.id}"]')
     assert "revoked" in row.inner_text()

@@ -76,6 +76,7 @@ def test_operator_pages_render_and_forms_need_csrf(site: Site):
                      f"/customers/{site.acme.id}", "/invoices", f"/invoices/{site.acme_invoice['id']}",
                      f"/invoices/{site.acme_invoice['id']}/void",
                      f"/invoices/{site.beta_invoice['id']}/finalize",
+                     f"/customers/{site.acme.id}/keys/{site.acme_keys[0].id}/revoke",
                      "/reconciliation", "/sync-runs", "/webhooks"):
             r = c.get(path)
             assert r.status_code == 200, (path, r.text[:300])
@@ -92,6 +93,11 @@ def test_operator_pages_render_and_forms_need_csrf(site: Site):
         r = c.post(f"/customers/{site.acme.id}/keys/{key.id}/revoke", data={"csrf": "x"})
         assert r.status_code == 403
         assert f'data-key="{key.id}"' in c.get(f"/customers/{site.acme.id}").text
+        # another customer's key under this customer is not found
+        foreign = site.beta_keys[0].id
+        assert c.get(f"/customers/{site.acme.id}/keys/{foreign}/revoke").status_code == 404
+        r = c.post(f"/customers/{site.acme.id}/keys/{foreign}/revoke", data={"csrf": csrf_of(detail)})
+        assert r.status_code == 404
         # finalize through the confirmation page
         page = c.get(f"/invoices/{site.beta_invoice['id']}/finalize")
         r = c.post(f"/invoices/{site.beta_invoice['id']}/finalize", data={"csrf": csrf_of(page)})

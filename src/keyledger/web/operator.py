@@ -161,6 +161,13 @@ def _own_key(request: Request, cust: Customer, key_ref: str, actor: str):
     return key
 
 
+@router.get("/customers/{ref}/keys/{key_ref}/revoke")
+def confirm_revoke(request: Request, ref: str, key_ref: str, s: Session = Depends(admin_session)):
+    cust = CustomerService(runtime(request), actor=s.actor).get(ref)
+    key = _own_key(request, cust, key_ref, s.actor)
+    return render(request, "confirm_revoke.html", s=s, c=cust, key=key, nav="customers")
+
+
 @router.post("/customers/{ref}/keys/{key_ref}/revoke")
 def revoke_key(request: Request, ref: str, key_ref: str, form: dict = Depends(read_form),
                s: Session = Depends(admin_session)):

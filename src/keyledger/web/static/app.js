@@ -1,4 +1,4 @@
-// keyledger web UI: charts (progressive enhancement: every chart has a table beside it) and confirmations.
+// keyledger web UI: charts (progressive enhancement: every chart has a table beside it).
 (function () {
   "use strict";
   var PALETTE = ["#0a58ca", "#1a7f37", "#9a6700", "#b42318", "#8250df", "#0969da", "#bc4c00", "#57606a"];
@@ -20,8 +20,5 @@
   }
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("canvas.usage-chart").forEach(draw);
-    document.querySelectorAll("form[data-confirm]").forEach(function (f) {
-      f.addEventListener("submit", function (e) { if (!window.confirm(f.dataset.confirm)) e.preventDefault(); });
-    });
   });
 })();
