@@ -109,6 +109,11 @@ def test_operator_pages_render_and_forms_need_csrf(site: Site):
         assert missing.status_code == 404 and "Not found" in missing.text and "text/html" in missing.headers[
             "content-type"]
         assert c.get("/customers/nobody").status_code == 404
+        html = {"Accept": "text/html"}
+        nowhere = c.get("/no/such/page", headers=html)
+        assert nowhere.status_code == 404 and "Not found" in nowhere.text
+        api = c.get("/api/v1/no/such/thing", headers=html)
+        assert api.status_code == 404 and api.headers["content-type"].startswith("application/problem+json")
         pdf = c.get(f"/invoices/{site.acme_invoice['id']}/pdf")
         assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
 
