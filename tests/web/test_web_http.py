@@ -196,3 +196,25 @@ def test_portal_byo_connect(site: Site):
         assert "Your Deepgram project is connected" in after and own["owner_key"] not in after
         assert "Acme" not in after and "Beta" not in after
     assert ByoService(rt).status(gamma.id).connection_id is not None
+
+
+def test_daily_totals_and_chart_data_stay_exact():
+    from decimal import Decimal
+
+    from keyledger.web.common import chart_data, daily_totals
+
+    def row(day, item, q, cost):
+        return {"day": day, "line_item": item, "unit": "minute", "quantity": Decimal(q),
+                "cost_usd": Decimal(cost), "requests": 1}
+
+    lines = [row("2026-11-02", "a", "1.5", "0.0150000001"), row("2026-11-01", "a", "1", "0.01"),
+             row("2026-11-02", "a", "2", "0.02"), row("2026-11-02", "b", "3", "0.03")]
+    merged = daily_totals(lines)
+    assert [(m["day"], m["line_item"]) for m in merged] == [("2026-11-01", "a"), ("2026-11-02", "a"),
+                                                            ("2026-11-02", "b")]
+    assert merged[1]["quantity"] == Decimal("3.5") and merged[1]["cost_usd"] == Decimal("0.0350000001")
+    assert merged[1]["requests"] == 2 and lines[0]["quantity"] == Decimal("1.5")  # inputs untouched
+    chart = chart_data(lines)
+    assert chart["labels"] == ["2026-11-01", "2026-11-02"]
+    assert chart["datasets"] == [{"label": "a", "data": ["0.01", "0.0350000001"]},
+                                 {"label": "b", "data": ["0", "0.03"]}]

@@ -71,6 +71,21 @@ class WebRoute(APIRoute):
         return handler
 
 
+def daily_totals(lines: list[dict]) -> list[dict]:
+    """Daily rows of several customers merged per (day, line item), sorted: the overview's table."""
+    merged: dict[tuple[str, str], dict] = {}
+    for ln in lines:
+        k = (ln["day"], ln["line_item"])
+        if k not in merged:
+            merged[k] = dict(ln)
+        else:
+            m = merged[k]
+            m["quantity"] += ln["quantity"]
+            m["cost_usd"] += ln["cost_usd"]
+            m["requests"] += ln["requests"]
+    return [merged[k] for k in sorted(merged)]
+
+
 def chart_data(lines: list[dict]) -> dict[str, Any]:
     """Daily usage rows (``usage_report(by="day")`` lines) as a stacked chart: days × line items."""
     days = sorted({ln["day"] for ln in lines})

@@ -23,7 +23,7 @@ from keyledger.notifications.service import WebhookService
 from keyledger.usage import model as usage_model
 from keyledger.usage import service as usage
 from keyledger.web import session
-from keyledger.web.common import WebRoute, chart_json, render
+from keyledger.web.common import WebRoute, chart_json, daily_totals, render
 from keyledger.web.session import Session, admin_session, read_form, runtime
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -118,7 +118,7 @@ def overview(request: Request, s: Session = Depends(admin_session)):
     top = sorted((r for r in rows if r["spend"]), key=lambda r: r["spend"], reverse=True)[:5]
     return render(
         request, "overview.html", s=s, period=period, spend=sum((r["spend"] for r in rows), Decimal(0)),
-        totals=margin["totals"], chart=chart_json(lines), lines=lines, top=top, alerts=alerts,
+        totals=margin["totals"], chart=chart_json(lines), lines=daily_totals(lines), top=top, alerts=alerts,
         last_run=runs[0] if runs else None, nav="overview",
     )
 
