@@ -7,17 +7,15 @@ cost, as exact decimal strings.
 
 from __future__ import annotations
 
-import json
-import sys
 from decimal import Decimal
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from keyledger.budgets.service import BudgetService
+from keyledger.core import output
 from keyledger.core.money import format_amount
 
 budgets_app = typer.Typer(
@@ -33,14 +31,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_jsonable(v) for v in obj]
     return obj
-
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(_jsonable(obj), indent=2) + "\n")
-
-
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 
 
 @budgets_app.command("set")
@@ -62,7 +52,7 @@ def budgets_set(
         customer, limit=limit, period=period, thresholds=thresholds, action=action
     )
     if as_json:
-        _emit(row)
+        output.emit_json(_jsonable(row))
         return
     print(
         f"budget for {row['external_id']}: {format_amount(row['limit'])} USD per {period}, thresholds "
@@ -78,7 +68,7 @@ def budgets_list(
     """Every budget with this period's spend and state."""
     rows = BudgetService(ctx.obj).list()
     if as_json:
-        _emit(rows)
+        output.emit_json(_jsonable(rows))
         return
     if not rows:
         print("no budgets (set one: keyledger budgets set CUSTOMER --limit AMOUNT)")
@@ -97,7 +87,7 @@ def budgets_list(
             r["action"],
             r["state"],
         )
-    _console().print(table)
+    output.console().print(table)
 
 
 @budgets_app.command("remove")
@@ -128,7 +118,7 @@ def budgets_check(
         for o in outcomes
     ]
     if as_json:
-        _emit(rows)
+        output.emit_json(_jsonable(rows))
         return
     for r in rows:
         print(

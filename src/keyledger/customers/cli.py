@@ -7,16 +7,15 @@ Secrets are printed only by the commands that create them (``keys create``/``rot
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from keyledger.core import output
 from keyledger.core.config import Settings
 from keyledger.core.crypto import generate_key
 from keyledger.customers.model import IssuedKey, Key
@@ -34,29 +33,15 @@ customers_app = typer.Typer(help="The operator's customers.", no_args_is_help=Tr
 keys_app = typer.Typer(help="Customers' Deepgram API keys.", no_args_is_help=True)
 secrets_app = typer.Typer(help="The key that encrypts secrets at rest.", no_args_is_help=True)
 
-JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (stable field names).")
 
 
 def _rt(ctx: typer.Context) -> RuntimeLike:
     return ctx.obj
 
 
-def _out() -> Console:
-    # Wide when piped, so tables in logs and CI output are not truncated.
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
-
-
-def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def _note(text: str) -> None:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"note: {text}", markup=False)
-
-
 def _flush_notes(service: KeyService) -> None:
     for n in service.notes:
-        _note(n)
+        output.note(n)
 
 
 def _dt(value: Any) -> str:
@@ -76,7 +61,7 @@ def connections_add(
     store_key: bool = typer.Option(
         False, "--store-key", help="Store the key encrypted in the database instead of the variable's name."
     ),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Register a managed Deepgram project after checking its key can manage keys and read usage/billing."""
     rt = _rt(ctx)
@@ -84,9 +69,9 @@ def connections_add(
         name, project_id=project_id, api_key_env=api_key_env, base_url=base_url, store_key=store_key
     )
     if as_json:
-        _emit_json(conn.to_json())
+        output.emit_json(conn.to_json())
         return
-    _out().print(
+    output.console().print(
         f"connection {conn.name} ({conn.id}) added: project {conn.project_id} at {conn.base_url}, "
         f"key {conn.key_source}",
         markup=False,
@@ -94,11 +79,11 @@ def connections_add(
 
 
 @connections_app.command("list")
-def connections_list(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+def connections_list(ctx: typer.Context, as_json: bool = output.JSON_OPT) -> None:
     """List connections."""
     items = ConnectionService(_rt(ctx)).list()
     if as_json:
-        _emit_json([c.to_json() for c in items])
+        output.emit_json([c.to_json() for c in items])
         return
     table = Table(
         "id", "name", "kind", "project", "base URL", "key", "status", "created", title="Connections"
@@ -107,7 +92,7 @@ def connections_list(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         table.add_row(
             c.id, c.name, c.kind, c.project_id, c.base_url, c.key_source, c.status, _dt(c.created_at)
         )
-    _out().print(table)
+    output.console().print(table)
 
 
 # ============================================================================ customers
@@ -117,7 +102,7 @@ def _print_customer(c: Any) -> None:
     table = Table(show_header=False, title=f"Customer {c.external_id}")
     for k, v in c.to_json().items():
         table.add_row(k, "—" if v is None else str(v))
-    _out().print(table)
+    output.console().print(table)
 
 
 @customers_app.command("add")
@@ -129,28 +114,28 @@ def customers_add(
     plan: str | None = typer.Option(None, "--plan"),
     currency: str = typer.Option("USD", "--currency", help="ISO 4217 code."),
     timezone: str = typer.Option("UTC", "--timezone", help="IANA time zone (billing periods)."),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Add a customer."""
     c = CustomerService(_rt(ctx)).add(
         name, external_id=external_id, email=email, plan=plan, currency=currency, timezone=timezone
     )
     if as_json:
-        _emit_json(c.to_json())
+        output.emit_json(c.to_json())
     else:
-        _out().print(f"customer {c.name} added: {c.id} (external id {c.external_id})", markup=False)
+        output.console().print(f"customer {c.name} added: {c.id} (external id {c.external_id})", markup=False)
 
 
 @customers_app.command("list")
 def customers_list(
     ctx: typer.Context,
     status: str | None = typer.Option(None, "--status", help="active or suspended"),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """List customers."""
     items = CustomerService(_rt(ctx)).list(status=status)
     if as_json:
-        _emit_json([c.to_json() for c in items])
+        output.emit_json([c.to_json() for c in items])
         return
     table = Table(
         "id",
@@ -176,19 +161,19 @@ def customers_list(
             c.status,
             c.billing_mode,
         )
-    _out().print(table)
+    output.console().print(table)
 
 
 @customers_app.command("show")
 def customers_show(
     ctx: typer.Context,
     customer: str = typer.Argument(..., help="Id or external id."),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Show one customer."""
     c = CustomerService(_rt(ctx)).get(customer)
     if as_json:
-        _emit_json(c.to_json())
+        output.emit_json(c.to_json())
     else:
         _print_customer(c)
 
@@ -203,7 +188,7 @@ def customers_update(
     plan: str | None = typer.Option(None, "--plan"),
     currency: str | None = typer.Option(None, "--currency"),
     timezone: str | None = typer.Option(None, "--timezone"),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Change a customer's details."""
     c = CustomerService(_rt(ctx)).update(
@@ -216,9 +201,9 @@ def customers_update(
         timezone=timezone,
     )
     if as_json:
-        _emit_json(c.to_json())
+        output.emit_json(c.to_json())
     else:
-        _out().print(f"customer {c.id} updated", markup=False)
+        output.console().print(f"customer {c.id} updated", markup=False)
 
 
 @customers_app.command("suspend")
@@ -226,14 +211,14 @@ def customers_suspend(
     ctx: typer.Context,
     customer: str = typer.Argument(..., help="Id or external id."),
     keep_keys: bool = typer.Option(False, "--keep-keys", help="Do not revoke the customer's Deepgram keys."),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Suspend a customer and revoke their Deepgram keys (reinstate issues new ones)."""
     c, revoked = CustomerService(_rt(ctx)).suspend(customer, revoke_keys=not keep_keys)
     if as_json:
-        _emit_json({**c.to_json(), "revoked_keys": [k.id for k in revoked]})
+        output.emit_json({**c.to_json(), "revoked_keys": [k.id for k in revoked]})
     else:
-        _out().print(f"customer {c.id} suspended; {len(revoked)} key(s) revoked", markup=False)
+        output.console().print(f"customer {c.id} suspended; {len(revoked)} key(s) revoked", markup=False)
 
 
 @customers_app.command("reinstate")
@@ -241,14 +226,14 @@ def customers_reinstate(
     ctx: typer.Context,
     customer: str = typer.Argument(..., help="Id or external id."),
     no_keys: bool = typer.Option(False, "--no-keys", help="Do not issue replacement keys."),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Reactivate a customer and issue a new key for each key the suspension revoked."""
     c, issued = CustomerService(_rt(ctx)).reinstate(customer, recreate_keys=not no_keys)
     if as_json:
-        _emit_json({**c.to_json(), "keys_created": [i.to_json() for i in issued]})
+        output.emit_json({**c.to_json(), "keys_created": [i.to_json() for i in issued]})
         return
-    _out().print(f"customer {c.id} reinstated; {len(issued)} new key(s)", markup=False)
+    output.console().print(f"customer {c.id} reinstated; {len(issued)} new key(s)", markup=False)
     for i in issued:
         _print_issued(i)
 
@@ -258,7 +243,7 @@ def customers_reinstate(
 
 def _print_issued(issued: IssuedKey) -> None:
     k = issued.key
-    out = _out()
+    out = output.console()
     out.print(
         f"key {k.id} for customer {k.customer_id} on {k.connection}: Deepgram api_key_id {k.api_key_id}, "
         f"scopes {', '.join(k.scopes)}, expires {_dt(k.expires_at)}",
@@ -278,14 +263,14 @@ def keys_create(
         None, "--scope", help="Deepgram scope (repeat); default usage:write."
     ),
     comment: str | None = typer.Option(None, "--comment", help="Comment on the Deepgram key."),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Create the customer's Deepgram key; prints the secret once."""
     service = KeyService(_rt(ctx))
     issued = service.create(customer, connection=connection, ttl=ttl, scopes=scope, comment=comment)
     _flush_notes(service)
     if as_json:
-        _emit_json(issued.to_json())
+        output.emit_json(issued.to_json())
     else:
         _print_issued(issued)
 
@@ -295,12 +280,12 @@ def keys_list(
     ctx: typer.Context,
     customer: str | None = typer.Option(None, "--customer", help="Customer id or external id."),
     status: str | None = typer.Option(None, "--status", help="active, revoked or expired"),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """List keys (never their secrets)."""
     items: list[Key] = KeyService(_rt(ctx)).list(customer=customer, status=status)
     if as_json:
-        _emit_json([k.to_json() for k in items])
+        output.emit_json([k.to_json() for k in items])
         return
     table = Table(
         "id",
@@ -326,34 +311,38 @@ def keys_list(
             _dt(k.expires_at),
             _dt(k.revoked_at),
         )
-    _out().print(table)
+    output.console().print(table)
 
 
 @keys_app.command("rotate")
 def keys_rotate(
-    ctx: typer.Context, key: str = typer.Argument(..., help="Key id or api_key_id."), as_json: bool = JSON_OPT
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="Key id or api_key_id."),
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Create a replacement key, then delete the old one; prints the new secret once."""
     service = KeyService(_rt(ctx))
     issued, old = service.rotate(key)
     _flush_notes(service)
     if as_json:
-        _emit_json({**issued.to_json(), "replaced": old.to_json()})
+        output.emit_json({**issued.to_json(), "replaced": old.to_json()})
         return
     _print_issued(issued)
-    _out().print(f"old key {old.id} ({old.api_key_id}) revoked", markup=False)
+    output.console().print(f"old key {old.id} ({old.api_key_id}) revoked", markup=False)
 
 
 @keys_app.command("revoke")
 def keys_revoke(
-    ctx: typer.Context, key: str = typer.Argument(..., help="Key id or api_key_id."), as_json: bool = JSON_OPT
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="Key id or api_key_id."),
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Delete the key at Deepgram; the ledger keeps it (revoked) so its usage stays attributed."""
     k, already = KeyService(_rt(ctx)).revoke(key)
     if as_json:
-        _emit_json(k.to_json())
+        output.emit_json(k.to_json())
     else:
-        _out().print(
+        output.console().print(
             f"key {k.id} {'was already' if already else ''} revoked".replace("  ", " "), markup=False
         )
 
@@ -362,7 +351,7 @@ def keys_revoke(
 
 
 @secrets_app.command("rotate")
-def secrets_rotate(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+def secrets_rotate(ctx: typer.Context, as_json: bool = output.JSON_OPT) -> None:
     """Re-encrypt every stored secret under a new key (keyledger.toml is updated)."""
     rt = _rt(ctx)
     result = rotate_secret_key(rt, config_path=Path(rt.settings.config_path), environ=dict(rt.environ))
@@ -374,16 +363,16 @@ def secrets_rotate(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         "key_location": result.where,
     }
     if as_json:
-        _emit_json(data)
+        output.emit_json(data)
         return
     where = rt.settings.config_path if result.where == "file" else "KEYLEDGER_SECRET_KEY"
-    _out().print(
+    output.console().print(
         f"re-encrypted {result.keys} key secret(s) and {result.connections} connection key(s) under key "
         f"{result.new_key_id}; all verified. Secret key in {where}.",
         markup=False,
     )
     if result.where == "env":
-        _note("you may now remove the older keys from KEYLEDGER_SECRET_KEY")
+        output.note("you may now remove the older keys from KEYLEDGER_SECRET_KEY")
 
 
 @secrets_app.command("generate-key")

@@ -5,16 +5,15 @@ Errors are domain errors (one line, exit 1, mapped by the CLI root); nothing is 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from keyledger.core import output
 from keyledger.core.errors import Invalid
 from keyledger.invoices.render import FORMATS, Issuer, render
 from keyledger.invoices.service import InvoiceService
@@ -24,24 +23,11 @@ invoices_app = typer.Typer(
 )
 report_app = typer.Typer(help="Reports over issued invoices.", no_args_is_help=True)
 
-JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (stable field names).")
 
 
 def _service(ctx: typer.Context) -> InvoiceService:
     rt = ctx.obj
     return InvoiceService.from_settings(rt.engine, rt.clock, rt.settings)
-
-
-def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
-
-
-def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def _err(text: str) -> None:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=False)
 
 
 def _print_invoice(inv: dict[str, Any], verb: str) -> None:
@@ -55,12 +41,12 @@ def run(
     period: str = typer.Option(..., "--period", help="YYYY-MM, in each customer's time zone."),
     customer: str | None = typer.Option(None, "--customer", help="Only this customer (id or external id)."),
     finalize: bool = typer.Option(False, "--finalize", help="Finalize each draft built (assigns numbers)."),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Build (or rebuild) one draft per customer for the period; finalized invoices never change."""
     report = _service(ctx).run(period, customer=customer, finalize=finalize)
     if as_json:
-        _emit_json(report.to_dict())
+        output.emit_json(report.to_dict())
     else:
         table = Table(title=f"Invoices for {report.period}")
         for col in ("customer", "outcome", "invoice", "total", "note"):
@@ -70,13 +56,13 @@ def run(
             table.add_row(
                 escape(e.customer), e.outcome, e.number or e.invoice_id or "", total, escape(e.message)
             )
-        _out().print(table)
+        output.console().print(table)
     for e in report.entries:
         if e.outcome == "skipped":
-            _err(f"warning: customer {e.customer} skipped: {e.message}")
+            output.err(f"warning: customer {e.customer} skipped: {e.message}")
     if report.failed:
         for e in report.failed:
-            _err(f"error: customer {e.customer}: {e.message}")
+            output.err(f"error: customer {e.customer}: {e.message}")
         raise typer.Exit(1)
 
 
@@ -86,12 +72,12 @@ def list_(
     period: str | None = typer.Option(None, "--period", help="YYYY-MM"),
     customer: str | None = typer.Option(None, "--customer"),
     status: str | None = typer.Option(None, "--status", help="draft | finalized | paid | void"),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Invoices, by period and customer."""
     rows = _service(ctx).list(period=period, customer=customer, status=status)
     if as_json:
-        _emit_json(rows)
+        output.emit_json(rows)
         return
     table = Table()
     for col in ("number", "id", "status", "customer", "period", "total"):
@@ -105,21 +91,21 @@ def list_(
             r["period"],
             f"{r['total']} {r['currency']}",
         )
-    _out().print(table)
+    output.console().print(table)
 
 
 @invoices_app.command("show")
 def show(
     ctx: typer.Context,
     ref: str = typer.Argument(..., metavar="N", help="Invoice id or number."),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """One invoice with its lines."""
     doc = _service(ctx).get(ref)
     if as_json:
-        _emit_json(doc)
+        output.emit_json(doc)
         return
-    out = _out()
+    out = output.console()
     out.print(
         f"{doc['number'] or 'draft'} ({doc['id']})  {doc['status']}  {doc['customer']['name']} "
         f"[{doc['customer']['external_id']}]  period {doc['period']} ({doc['timezone']})  "
@@ -154,12 +140,12 @@ def show(
 
 @invoices_app.command("finalize")
 def finalize(
-    ctx: typer.Context, ref: str = typer.Argument(..., metavar="N"), as_json: bool = JSON_OPT
+    ctx: typer.Context, ref: str = typer.Argument(..., metavar="N"), as_json: bool = output.JSON_OPT
 ) -> None:
     """Freeze a draft and give it the next invoice number."""
     svc = _service(ctx)
     inv = svc.finalize(ref)
-    _emit_json(svc.get(inv["id"])) if as_json else _print_invoice(svc.get(inv["id"]), "finalized")
+    output.emit_json(svc.get(inv["id"])) if as_json else _print_invoice(svc.get(inv["id"]), "finalized")
 
 
 @invoices_app.command("void")
@@ -167,22 +153,22 @@ def void(
     ctx: typer.Context,
     ref: str = typer.Argument(..., metavar="N"),
     reason: str | None = typer.Option(None, "--reason"),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Void a finalized invoice (it keeps its number; its usage can be invoiced again by a new run)."""
     svc = _service(ctx)
     inv = svc.void(ref, reason=reason)
-    _emit_json(svc.get(inv["id"])) if as_json else _print_invoice(svc.get(inv["id"]), "voided")
+    output.emit_json(svc.get(inv["id"])) if as_json else _print_invoice(svc.get(inv["id"]), "voided")
 
 
 @invoices_app.command("mark-paid")
 def mark_paid(
-    ctx: typer.Context, ref: str = typer.Argument(..., metavar="N"), as_json: bool = JSON_OPT
+    ctx: typer.Context, ref: str = typer.Argument(..., metavar="N"), as_json: bool = output.JSON_OPT
 ) -> None:
     """Record that a finalized invoice was paid."""
     svc = _service(ctx)
     inv = svc.mark_paid(ref)
-    _emit_json(svc.get(inv["id"])) if as_json else _print_invoice(svc.get(inv["id"]), "paid")
+    output.emit_json(svc.get(inv["id"])) if as_json else _print_invoice(svc.get(inv["id"]), "paid")
 
 
 @invoices_app.command("credit")
@@ -192,12 +178,12 @@ def credit(
     reason: str = typer.Option(..., "--reason", help="Why (printed on the credit note)."),
     amount: str | None = typer.Option(None, "--amount", help="Credit this amount before tax (tax is added)."),
     line: list[int] | None = typer.Option(None, "--line", help="Credit this line (position); repeatable."),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Issue a credit note against a finalized or paid invoice (default: everything left to credit)."""
     note = _service(ctx).credit(ref, reason=reason, amount=amount, lines=line or None)
     if as_json:
-        _emit_json(note)
+        output.emit_json(note)
     else:
         print(
             f"credit note {note['number']} ({note['id']}) for {note['invoice_number']}: "
@@ -239,12 +225,12 @@ def export(
 def margin(
     ctx: typer.Context,
     period: str = typer.Option(..., "--period", help="YYYY-MM"),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Price vs provider cost per customer and line item, from the period's invoices (void excluded)."""
     rep = _service(ctx).margin(period)
     if as_json:
-        _emit_json(rep)
+        output.emit_json(rep)
         return
     table = Table(
         title=f"Margin {rep['period']} (amounts in the invoice currency; provider cost converted "
@@ -297,4 +283,4 @@ def margin(
             f"{t['margin']} {t['currency']}",
             t["margin_percent"] or "",
         )
-    _out().print(table)
+    output.console().print(table)

@@ -6,15 +6,13 @@ it is stored encrypted and never printed again (not in ``list``, logs or errors)
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from keyledger.core import output
 from keyledger.notifications.service import Deliverer, WebhookService
 
 webhooks_app = typer.Typer(help="Outbound webhooks (Standard Webhooks signatures).", no_args_is_help=True)
@@ -31,10 +29,6 @@ def deliverer_for(rt: Any) -> Deliverer:
     )
 
 
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
-
-
 @webhooks_app.command("add")
 def webhooks_add(
     ctx: typer.Context,
@@ -45,7 +39,7 @@ def webhooks_add(
     """Add an endpoint; prints its signing secret once."""
     out = _svc(ctx).add(url, events)
     if as_json:
-        _emit(out)
+        output.emit_json(out)
         return
     print(f"endpoint {out['id']} -> {out['url']} ({', '.join(out['events'])})")
     print(f"signing secret (shown once, store it now): {out['secret']}")
@@ -58,7 +52,7 @@ def webhooks_list(
     """Endpoints (never their secrets) and their delivery counts."""
     rows = _svc(ctx).list()
     if as_json:
-        _emit(rows)
+        output.emit_json(rows)
         return
     if not rows:
         print("no webhook endpoints (add one: keyledger webhooks add URL)")
@@ -78,7 +72,7 @@ def webhooks_list(
             str(d["delivered"]),
             str(d["failed"]),
         )
-    Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240).print(table)
+    output.console().print(table)
 
 
 @webhooks_app.command("remove")
@@ -108,7 +102,7 @@ def webhooks_events(
     """Recent events in the outbox."""
     rows = _svc(ctx).events(limit)
     if as_json:
-        _emit(rows)
+        output.emit_json(rows)
         return
     for r in rows:
         print(f"{r['created_at']}  {r['id']}  {r['type']}")
@@ -123,7 +117,7 @@ def webhooks_attempts(
     """The delivery log: one line per HTTP attempt."""
     rows = _svc(ctx).attempts(event_id)
     if as_json:
-        _emit(rows)
+        output.emit_json(rows)
         return
     for r in rows:
         print(

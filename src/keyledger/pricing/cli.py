@@ -6,16 +6,14 @@ tables; ``--json`` gives stable field names with amounts as decimal strings.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
 
+from keyledger.core import output
 from keyledger.core.clock import Clock
 from keyledger.core.errors import NotFound
 from keyledger.core.money import format_amount
@@ -33,33 +31,20 @@ class RuntimeLike(Protocol):
 
 plans_app = typer.Typer(help="Pricing plans (YAML or TOML files), versioned by effective date.",
                         no_args_is_help=True)
-JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (stable field names).")
-
-
-def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
-
-
-def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def _note(text: str) -> None:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"note: {text}", markup=False)
 
 
 @plans_app.command("import")
 def plans_import(
     ctx: typer.Context,
     file: Path = typer.Argument(..., help="A plan file: .yaml, .yml or .toml."),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """Validate a plan file and store it as a new version, effective from its effective_from."""
     rt: RuntimeLike = ctx.obj
     result = service.import_plan_file(rt.engine, file, clock=rt.clock)
     v = result.version
     if as_json:
-        _emit_json({
+        output.emit_json({
             "id": v.plan_id, "name": v.plan.name, "mode": v.plan.mode.value, "currency": v.plan.currency,
             "version": v.version, "version_id": v.id, "effective_from": v.effective_from.isoformat(),
             "created": result.created,
@@ -71,17 +56,17 @@ def plans_import(
         print(f"plan {v.plan_id} unchanged: version {v.version} (effective from "
               f"{v.effective_from.isoformat()}) already has these terms")
     if result.backdated:
-        _note(f"version {v.version} takes effect {v.effective_from.isoformat()}, before today: draft "
+        output.note(f"version {v.version} takes effect {v.effective_from.isoformat()}, before today: draft "
               "invoices from then on are priced with it when rebuilt; finalized invoices keep their version")
 
 
 @plans_app.command("list")
-def plans_list(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+def plans_list(ctx: typer.Context, as_json: bool = output.JSON_OPT) -> None:
     """Every plan, its version in effect today and its latest version."""
     rt: RuntimeLike = ctx.obj
     summaries = service.list_plans(rt.engine, today=rt.clock.now().date())
     if as_json:
-        _emit_json([
+        output.emit_json([
             {
                 "id": s.plan_id, "name": (s.current or s.latest).plan.name,
                 "mode": (s.current or s.latest).plan.mode.value, "currency": s.latest.plan.currency,
@@ -102,7 +87,7 @@ def plans_list(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         latest = f"v{s.latest.version} from {s.latest.effective_from}"
         table.add_row(s.plan_id, shown.plan.name, shown.plan.mode.value, s.latest.plan.currency, current,
                       latest, str(s.versions))
-    _out().print(table)
+    output.console().print(table)
 
 
 @plans_app.command("show")
@@ -112,7 +97,7 @@ def plans_show(
     version: int | None = typer.Option(
         None, "--version", help="Show this version's terms (default: in effect today, else the latest)."
     ),
-    as_json: bool = JSON_OPT,
+    as_json: bool = output.JSON_OPT,
 ) -> None:
     """A plan's versions and the terms of one of them."""
     rt: RuntimeLike = ctx.obj
@@ -128,13 +113,13 @@ def plans_show(
     else:
         chosen = current or versions[-1]
     if as_json:
-        _emit_json({
+        output.emit_json({
             "id": plan_id, "name": chosen.plan.name, "mode": chosen.plan.mode.value,
             "currency": chosen.plan.currency, "current_version": current.version if current else None,
             "shown_version": chosen.version, "versions": [v.to_dict() for v in versions],
         })
         return
-    out = _out()
+    out = output.console()
     out.print(f"plan {plan_id}: {chosen.plan.name}", markup=False)
     vt = Table("version", "effective from", "imported", "source", "")
     for v in versions:

@@ -5,7 +5,6 @@ Runtime)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import date, datetime
@@ -15,6 +14,7 @@ from typing import Any
 import structlog
 import typer
 
+from keyledger.core import output
 from keyledger.core.money import format_amount, round_money
 from keyledger.usage import model, service
 
@@ -25,10 +25,6 @@ def _default(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=_default, indent=2) + "\n")
 
 
 def _usd(value: Decimal) -> str:
@@ -51,7 +47,7 @@ def _open_provider(runtime):
 def print_reports(reports: list[service.RunReport], *, as_json: bool) -> None:
     """The output of ``keyledger sync`` (``{runs: [...]}`` with --json)."""
     if as_json:
-        _print_json({"runs": [r.as_json() for r in reports]})
+        output.emit_json({"runs": [r.as_json() for r in reports]}, default=_default)
         return
     if not reports:
         print("no connections to sync")
@@ -87,7 +83,7 @@ def usage(
     end = model.parse_date(to, "--to") if to else today
     report = service.usage_report(runtime.engine, customer=customer, start=start, end=end, by=by)
     if as_json:
-        _print_json(report)
+        output.emit_json(report, default=_default)
         return
     from rich.console import Console
     from rich.table import Table
@@ -124,7 +120,7 @@ def reconcile(
         runtime.engine, open_provider=_open_provider(runtime), period=period, connection=connection
     )
     if as_json:
-        _print_json(result)
+        output.emit_json(result, default=_default)
         return
     print(f"period {result['period']}, connection {result['connection']}")
     print(f"  Deepgram billing:  {_usd(result['provider_total_usd'])}")

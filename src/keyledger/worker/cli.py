@@ -10,16 +10,12 @@ import sys
 from typing import Any
 
 import typer
-from rich.console import Console
 
+from keyledger.core import output
 from keyledger.core.money import format_amount
 from keyledger.usage import cli as usage_cli
 from keyledger.worker.jobs import sync_then_budgets
 from keyledger.worker.runner import Worker
-
-
-def _note(text: str) -> None:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=False)
 
 
 def sync(
@@ -71,7 +67,7 @@ def sync(
                 line += f", revoked {', '.join(o.revoked_keys)}"
             if o.error:
                 line += f" (revoke pending: {o.error})"
-            _note(line)
+            output.err(line)
     if result.error is not None:
         raise result.error
 
