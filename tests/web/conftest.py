@@ -165,12 +165,16 @@ def browser_site(_sqlite_template, _dgemu_session, tmp_path_factory) -> Iterator
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    required = bool(os.environ.get("KEYLEDGER_REQUIRE_BROWSER"))
     if not Path(CHROMIUM).exists():
-        if os.environ.get("KEYLEDGER_REQUIRE_BROWSER"):
+        if required:
             pytest.fail(f"KEYLEDGER_REQUIRE_BROWSER is set but Chromium is missing at {CHROMIUM} "
                         "(apt-get install chromium)")
         pytest.skip(f"Chromium not installed at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    if required:
+        import playwright.sync_api as sync_api  # missing is an error in CI, never a skip
+    else:
+        sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
