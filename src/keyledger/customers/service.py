@@ -567,47 +567,76 @@ class KeyService:
         now = self.deps.clock.now()
         key_id = new_id("key")
         try:
-            with _tx(self.deps.engine) as db:
-                key = store.insert_key(
-                    db,
-                    {
-                        "id": key_id,
-                        "customer_id": cust.id,
-                        "connection_id": conn.id,
-                        "api_key_id": created.api_key_id,
-                        "secret_ciphertext": self.deps.cipher.encrypt(created.secret, key_secret_ad(key_id)),
-                        "comment": request["comment"],
-                        "scopes": list(created.scopes or request["scopes"]),
-                        "tags": list(request["tags"]),
-                        "operation_id": op["id"],
-                        "status": "active",
-                        "created_at": now,
-                        "expires_at": _parse_iso(request.get("expires_at")) or created.expires_at,
-                        "revoked_at": None,
-                    },
-                )
-                if finish:
-                    store.finish_operation(db, op["id"], state="done", at=now, key_id=key_id)
-                store.write_audit(
-                    db,
-                    at=now,
-                    actor=self.actor,
-                    action="key.create",
-                    subject=key_id,
-                    details={
-                        "customer_id": cust.id,
-                        "connection": conn.name,
-                        "api_key_id": created.api_key_id,
-                        "operation_id": op["id"],
-                        "scopes": list(key.scopes),
-                        "replaces": request.get("replaces"),
-                    },
-                )
-                enqueue(db, "key.created", key_event(key), now)
+            key = self._record_key(
+                op,
+                cust,
+                conn,
+                created,
+                key_id=key_id,
+                secret_ciphertext=self.deps.cipher.encrypt(created.secret, key_secret_ad(key_id)),
+                created_at=now,
+                now=now,
+                finish=finish,
+                action="key.create",
+                audit_scopes=True,
+            )
         except IntegrityError:
             # A concurrent run of the same operation recorded its key first: ours is a duplicate.
             return self._drop_duplicate(op, conn_row, created.api_key_id)
         return IssuedKey(key, created.secret)
+
+    def _record_key(
+        self,
+        op: dict[str, Any],
+        cust: Customer,
+        conn: Connection,
+        made: ProviderKey,
+        *,
+        key_id: str,
+        secret_ciphertext: bytes | None,
+        created_at: datetime,
+        now: datetime,
+        finish: bool,
+        action: str,
+        audit_scopes: bool = False,
+    ) -> Key:
+        """In one transaction: the ledger key for the Deepgram key ``made`` by operation ``op``, the
+        operation finished (with ``finish``), the audit entry ``action`` (with the key's scopes when
+        ``audit_scopes``) and the ``key.created`` event."""
+        request = op["request"]
+        with _tx(self.deps.engine) as db:
+            key = store.insert_key(
+                db,
+                {
+                    "id": key_id,
+                    "customer_id": cust.id,
+                    "connection_id": conn.id,
+                    "api_key_id": made.api_key_id,
+                    "secret_ciphertext": secret_ciphertext,
+                    "comment": request["comment"],
+                    "scopes": list(made.scopes or request["scopes"]),
+                    "tags": list(request["tags"]),
+                    "operation_id": op["id"],
+                    "status": "active",
+                    "created_at": created_at,
+                    "expires_at": _parse_iso(request.get("expires_at")) or made.expires_at,
+                    "revoked_at": None,
+                },
+            )
+            if finish:
+                store.finish_operation(db, op["id"], state="done", at=now, key_id=key_id)
+            details: dict[str, Any] = {
+                "customer_id": cust.id,
+                "connection": conn.name,
+                "api_key_id": made.api_key_id,
+                "operation_id": op["id"],
+            }
+            if audit_scopes:
+                details["scopes"] = list(key.scopes)
+            details["replaces"] = request.get("replaces")
+            store.write_audit(db, at=now, actor=self.actor, action=action, subject=key_id, details=details)
+            enqueue(db, "key.created", key_event(key), now)
+        return key
 
     def _drop_duplicate(self, op: dict[str, Any], conn_row: Row, api_key_id: str) -> IssuedKey:
         provider = self.deps.provider_for(conn_row)
@@ -628,45 +657,20 @@ class KeyService:
         self, op: dict[str, Any], cust: Customer, conn: Connection, found: ProviderKey, *, finish: bool
     ) -> IssuedKey:
         """Record a key Deepgram created for this operation in a run that never committed it."""
-        request = op["request"]
         now = self.deps.clock.now()
         key_id = new_id("key")
-        with _tx(self.deps.engine) as db:
-            key = store.insert_key(
-                db,
-                {
-                    "id": key_id,
-                    "customer_id": cust.id,
-                    "connection_id": conn.id,
-                    "api_key_id": found.api_key_id,
-                    "secret_ciphertext": None,
-                    "comment": request["comment"],
-                    "scopes": list(found.scopes or request["scopes"]),
-                    "tags": list(request["tags"]),
-                    "operation_id": op["id"],
-                    "status": "active",
-                    "created_at": found.created or now,
-                    "expires_at": _parse_iso(request.get("expires_at")) or found.expires_at,
-                    "revoked_at": None,
-                },
-            )
-            if finish:
-                store.finish_operation(db, op["id"], state="done", at=now, key_id=key_id)
-            store.write_audit(
-                db,
-                at=now,
-                actor=self.actor,
-                action="key.adopt",
-                subject=key_id,
-                details={
-                    "customer_id": cust.id,
-                    "connection": conn.name,
-                    "api_key_id": found.api_key_id,
-                    "operation_id": op["id"],
-                    "replaces": request.get("replaces"),
-                },
-            )
-            enqueue(db, "key.created", key_event(key), now)
+        key = self._record_key(
+            op,
+            cust,
+            conn,
+            found,
+            key_id=key_id,
+            secret_ciphertext=None,
+            created_at=found.created or now,
+            now=now,
+            finish=finish,
+            action="key.adopt",
+        )
         self.notes.append(
             f"adopted Deepgram key {found.api_key_id} created by interrupted operation {op['id']}; "
             "its secret "
