@@ -66,6 +66,16 @@ class RunReport:
     window_end: datetime | None = None
     error: str | None = None
 
+    def counters(self) -> dict[str, int]:
+        """The counts a sync run records (``sync_runs``), as keyword arguments of the store."""
+        return {
+            "fetched": self.fetched,
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+            "unattributed": self.unattributed,
+            "api_calls": self.api_calls,
+        }
+
     def as_json(self) -> dict:
         return {
             "connection": self.connection,
@@ -198,11 +208,7 @@ class SyncService:
                     run_id,
                     status="succeeded",
                     now=self.clock.now(),
-                    fetched=report.fetched,
-                    inserted=report.inserted,
-                    duplicates=report.duplicates,
-                    unattributed=report.unattributed,
-                    api_calls=report.api_calls,
+                    **report.counters(),
                 )
                 store.release_lease(conn, c.id, owner, self.clock.now())
         except KeyledgerError as exc:
@@ -217,11 +223,7 @@ class SyncService:
                     run_id,
                     status="failed",
                     now=self.clock.now(),
-                    fetched=report.fetched,
-                    inserted=report.inserted,
-                    duplicates=report.duplicates,
-                    unattributed=report.unattributed,
-                    api_calls=report.api_calls,
+                    **report.counters(),
                     error=report.error,
                 )
                 store.release_lease(conn, c.id, owner, self.clock.now())
@@ -292,11 +294,7 @@ class SyncService:
                 store.update_run_progress(
                     conn,
                     run_id,
-                    fetched=report.fetched,
-                    inserted=report.inserted,
-                    duplicates=report.duplicates,
-                    unattributed=report.unattributed,
-                    api_calls=report.api_calls,
+                    **report.counters(),
                 )
                 fault_point("sync.before_commit")
             watermark = new_mark
