@@ -120,7 +120,7 @@ def main() -> None:
     from keyledger.demo.cli import register as register_demo
     from keyledger.worker.cli import register as register_worker
 
-    register_demo(app, make_runtime)
+    register_demo(app, make_runtime, create_server_app)
     register_worker(app)  # `sync` (then budgets) and `worker`
     register_serve(app)
     run(lambda: Runtime(settings=load_settings()))

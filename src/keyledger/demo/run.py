@@ -176,8 +176,10 @@ def run_demo(
     port: int = 8765,
     seed: int = 7,
     console: Console | None = None,
+    serve: Callable[[Any, Console], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole demo; returns a summary (also printed). ``make_runtime`` comes from bootstrap."""
+    """Run the whole demo; returns a summary (also printed). ``make_runtime`` comes from bootstrap;
+    ``serve(runtime, console)``, when given, serves the dashboard on the demo data while dgemu still runs."""
     console = console or Console()
     out_dir.mkdir(parents=True, exist_ok=True)
     db_path = out_dir / "keyledger-demo.db"
@@ -185,7 +187,10 @@ def run_demo(
         stale.unlink()
     emu = start_emulator(port, out_dir / "dgemu.log")
     try:
-        return _run(make_runtime, emu, out_dir, db_path, seed, console)
+        summary, rt = _run(make_runtime, emu, out_dir, db_path, seed, console)
+        if serve is not None:
+            serve(rt, console)
+        return summary
     finally:
         emu.stop()
 
@@ -204,7 +209,7 @@ def _run(make_runtime, emu: Emulator, out_dir: Path, db_path: Path, seed: int, c
     console.print(f"[bold]dgemu[/] at {emu.base_url}, project {emu.project_id}")
     receiver = WebhookReceiver()
     try:
-        return _run_with_receiver(rt, environ, emu, out_dir, seed, console, receiver)
+        return _run_with_receiver(rt, environ, emu, out_dir, seed, console, receiver), rt
     finally:
         receiver.close()
 
