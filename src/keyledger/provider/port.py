@@ -117,6 +117,15 @@ class Provider(Protocol):
 
     def iter_requests(self, *, start: datetime, end: datetime, limit: int) -> Iterator[RequestsPage]: ...
 
+    def iter_failed_requests(self, *, start: datetime, end: datetime, limit: int) -> Iterator[RequestsPage]:
+        """Like ``iter_requests``, only the failed requests (status ``failed``: code ≥ 300)."""
+        ...
+
+    def daily_request_counts(self, *, start: date, end: date) -> dict[date, int]:
+        """Succeeded requests per UTC day (inclusive dates; days without any are absent), from the usage
+        breakdown: a cheap way to tell which days of the request log changed."""
+        ...
+
     def billing_breakdown(self, *, start: date, end: date) -> list[BillingRow]:
         """Billing breakdown grouped by accessor and line item, daily rows, inclusive dates."""
         ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
@@ -494,6 +494,24 @@ def ledger_by_key(conn: Connection, *, connection_ids: list[str], start: date, e
         .group_by(d.connection_id, d.api_key_id)
     )
     return [dict(r) for r in conn.execute(stmt).mappings().all()]
+
+
+def daily_succeeded_counts(conn: Connection, connection_id: str, first: date, last: date) -> dict[date, int]:
+    """Records per UTC day (``first``..``last`` inclusive) of succeeded requests (code < 300): what Deepgram's
+    usage breakdown counts as ``requests``. Reads the ``(connection_id, created)`` index range."""
+    ur = usage_records.c
+    lo = datetime.combine(first, time.min, tzinfo=UTC)
+    hi = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
+    rows = conn.execute(
+        select(ur.day, func.count())
+        .where(ur.connection_id == connection_id, ur.created >= lo, ur.created < hi, ur.code < 300)
+        .group_by(ur.day)
+    )
+    return {_as_date(d): int(n) for d, n in rows}
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
 def known_line_items(conn: Connection) -> list[str]:

@@ -263,6 +263,28 @@ def parse_billing_breakdown(body: Any) -> list[BillingRow]:
     return rows
 
 
+def parse_daily_request_counts(body: Any) -> dict[date, int]:
+    """Usage breakdown (no grouping, daily rows) → ``{day: requests}``. Anything that is not one row per
+    day with a whole ``requests`` count is refused (the caller then re-reads everything)."""
+    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+        raise ProviderError("Deepgram usage breakdown: unexpected response (no 'results' list)")
+    out: dict[date, int] = {}
+    for item in body["results"]:
+        grouping = item.get("grouping") if isinstance(item, dict) else None
+        if not isinstance(grouping, dict):
+            raise ProviderError("Deepgram usage breakdown: a row without 'grouping'")
+        try:
+            day = date.fromisoformat(str(grouping.get("start"))[:10])
+            end = date.fromisoformat(str(grouping.get("end") or grouping.get("start"))[:10])
+        except ValueError:
+            raise ProviderError("Deepgram usage breakdown: bad date") from None
+        count = _dec(item.get("requests", None)) if "requests" in item else None
+        if day != end or count is None or count != count.to_integral_value() or count < 0:
+            raise ProviderError("Deepgram usage breakdown: not one whole request count per day")
+        out[day] = out.get(day, 0) + int(count)
+    return out
+
+
 class UsageAPI:
     http: DeepgramHTTP
     _line_items: LineItemResolver | None = None
@@ -287,13 +309,15 @@ class UsageAPI:
             self._line_items = LineItemResolver()
         return self._line_items
 
-    def _requests_body(self, start: datetime, end: datetime, page: int, limit: int) -> bytes:
-        return self.http.request(
-            "GET",
-            f"{self.http.project_path}/requests",
-            params={"start": format_instant(start), "end": format_instant(end), "limit": limit, "page": page},
-            decode=False,
-        )
+    def _requests_body(
+        self, start: datetime, end: datetime, page: int, limit: int, status: str | None = None
+    ) -> bytes:
+        params: dict[str, Any] = {
+            "start": format_instant(start), "end": format_instant(end), "limit": limit, "page": page
+        }
+        if status is not None:
+            params["status"] = status
+        return self.http.request("GET", f"{self.http.project_path}/requests", params=params, decode=False)
 
     @staticmethod
     def _decode(content: bytes) -> Any:
@@ -306,7 +330,16 @@ class UsageAPI:
         body = self._decode(self._requests_body(start, end, page, limit))
         return parse_requests_page(body, self._resolver(), page=page, limit=limit)
 
+    def iter_failed_requests(self, *, start: datetime, end: datetime, limit: int) -> Iterator[RequestsPage]:
+        """Only the failed requests (``status=failed``) between start and end, newest first."""
+        return self._iter_requests(start, end, limit, "failed")
+
     def iter_requests(self, *, start: datetime, end: datetime, limit: int) -> Iterator[RequestsPage]:
+        return self._iter_requests(start, end, limit, None)
+
+    def _iter_requests(
+        self, start: datetime, end: datetime, limit: int, status: str | None
+    ) -> Iterator[RequestsPage]:
         """Every page between start and end (inclusive), newest first, until a short page.
 
         The next page is requested as soon as the current one is known to be full, so Deepgram serves it
@@ -314,7 +347,7 @@ class UsageAPI:
         make)."""
         resolve = self._resolver()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dg-prefetch") as pool:
-            pending: Future = pool.submit(self._requests_body, start, end, 0, limit)
+            pending: Future = pool.submit(self._requests_body, start, end, 0, limit, status)
             page = 0
             while True:
                 # Only the HTTP exchange runs on the prefetch thread (it waits on the socket, without
@@ -323,12 +356,20 @@ class UsageAPI:
                 items = body.get("requests") if isinstance(body, dict) else None
                 full = isinstance(items, list) and len(items) >= limit
                 if full:
-                    pending = pool.submit(self._requests_body, start, end, page + 1, limit)
+                    pending = pool.submit(self._requests_body, start, end, page + 1, limit, status)
                 result = parse_requests_page(body, resolve, page=page, limit=limit)
                 yield result
                 if not full:
                     return
                 page += 1
+
+    def daily_request_counts(self, *, start: date, end: date) -> dict[date, int]:
+        body = self.http.request(
+            "GET",
+            f"{self.http.project_path}/usage/breakdown",
+            params={"start": start.isoformat(), "end": end.isoformat()},
+        )
+        return parse_daily_request_counts(body)
 
     def billing_breakdown(self, *, start: date, end: date) -> list[BillingRow]:
         body = self.http.request(
