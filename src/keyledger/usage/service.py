@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from decimal import Decimal
 
 import structlog
@@ -199,7 +200,8 @@ class SyncService:
                 )
             if interval is not None:
                 provider = self.open_provider(c)
-                self._pull(c, provider, owner, run_id, interval, watermark, report)
+                incremental = since is None and until is None and watermark is not None
+                self._pull(c, provider, owner, run_id, interval, watermark, report, incremental)
             with self.engine.begin() as conn:
                 store.reattribute(conn, c.id)
                 fault_point("sync.before_finish")
@@ -254,6 +256,7 @@ class SyncService:
         interval: model.Window,
         watermark: datetime | None,
         report: RunReport,
+        incremental: bool = False,
     ) -> None:
         try:
             names = list(provider.line_item_labels(start=interval.start.date(), end=interval.end.date()))
@@ -264,13 +267,18 @@ class SyncService:
                 names = store.known_line_items(conn)
             log.info("sync.line_items_unavailable", connection=c.name, error=str(exc), known=len(names))
         provider.use_line_items(names)
-        windows = model.split_windows(interval, self.settings.sync_window_days)
+        windows = self._plan(c, provider, interval, watermark if incremental else None)
         report.windows = len(windows)
         limit = self.settings.sync_page_limit
         chunk_no = 0
-        for index, window in enumerate(windows):
+        for index, (window, failed_only) in enumerate(windows):
             buffer: list[UsageRecord] = []
-            for page in provider.iter_requests(start=window.start, end=window.end, limit=limit):
+            pages = (
+                provider.iter_failed_requests(start=window.start, end=window.end, limit=limit)
+                if failed_only
+                else provider.iter_requests(start=window.start, end=window.end, limit=limit)
+            )
+            for page in pages:
                 buffer.extend(page.records)
                 report.fetched += len(page.records)
                 report.api_calls = _calls(provider)
@@ -300,6 +308,50 @@ class SyncService:
             watermark = new_mark
             fault_point("sync.after_commit")
         report.api_calls = _calls(provider)
+
+    def _plan(
+        self, c: ConnectionRow, provider: Provider, interval: model.Window, watermark: datetime | None
+    ) -> list[tuple[model.Window, bool]]:
+        """The windows to read, oldest first, each with "failed requests only".
+
+        An incremental run (``watermark`` given) asks Deepgram's usage breakdown for the succeeded requests
+        of each whole UTC day of the look-back before the watermark's day and compares them with the
+        ledger's succeeded records of that day: records are never deleted and request ids are unique, so
+        equal counts mean the ledger already holds every succeeded request of the day, and only days whose
+        counts differ are re-read (whole days). Failed requests are not counted by the breakdown: they are
+        re-read for the look-back with ``status=failed`` (few). From the watermark's day on, everything is
+        read as before. If the breakdown is unavailable (403 for a key without usage access, an odd answer,
+        any failure), the whole look-back is re-read."""
+        full = [(w, False) for w in model.split_windows(interval, self.settings.sync_window_days)]
+        if watermark is None:
+            return full
+        first_day = interval.start.astimezone(UTC).date()
+        mark_day = min(watermark, interval.end).astimezone(UTC).date()
+        mark_start = datetime.combine(mark_day, dtime.min, tzinfo=UTC)
+        if first_day >= mark_day or not interval.start < mark_start < interval.end:
+            return full
+        last_day = mark_day - timedelta(days=1)
+        counts = getattr(provider, "daily_request_counts", None)
+        if counts is None or getattr(provider, "iter_failed_requests", None) is None:
+            return full
+        try:
+            provider_counts = counts(start=first_day, end=last_day)
+        except Exception as exc:  # noqa: BLE001 - any failure: re-read the whole look-back, lose nothing
+            log.info("sync.day_counts_unavailable", connection=c.name, error=str(exc))
+            return full
+        with self.engine.connect() as conn:
+            ledger_counts = store.daily_succeeded_counts(conn, c.id, first_day, last_day)
+        plan: list[tuple[model.Window, bool]] = []
+        day = first_day
+        while day <= last_day:
+            if provider_counts.get(day, 0) != ledger_counts.get(day, 0):
+                lo = datetime.combine(day, dtime.min, tzinfo=UTC)
+                plan.append((model.Window(lo, lo + timedelta(days=1)), False))
+            day += timedelta(days=1)
+        plan.append((model.Window(interval.start, mark_start), True))
+        rest = model.Window(mark_start, interval.end)
+        plan.extend((w, False) for w in model.split_windows(rest, self.settings.sync_window_days))
+        return plan
 
     def _commit(
         self, conn, c: ConnectionRow, records: list[UsageRecord], batch: str, report: RunReport
