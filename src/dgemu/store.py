@@ -17,7 +17,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from . import timeutil
+from . import jsonout, timeutil
 from .prices import PriceTable
 
 NS = uuid.UUID("5d1c0f4e-6b7a-4c1e-9a52-d6e0d6e0d6e0")
@@ -29,6 +29,12 @@ STATE_VERSION = 1
 INDEXED = ("accessor", "endpoint", "method", "status", "deployment")
 _sort_key = attrgetter("created_us", "request_id")
 _created = attrgetter("created_us")
+_encode_str = json.encoder.encode_basestring  # as json.dumps(ensure_ascii=False) writes a string
+_num = jsonout.decimal_text
+
+
+def _str_list(items: tuple[str, ...]) -> str:
+    return "[" + ",".join(map(_encode_str, items)) + "]" if items else "[]"
 
 
 def derived_id(*parts: str) -> str:
@@ -82,6 +88,8 @@ class Record:
     completed_us: int
     visible_us: int
     message: str | None = None
+    # the record's JSON as the request log writes it (``render`` + ``jsonout.dumps``), set once stored
+    fragment: bytes | None = None
 
     # ---- index values
     @property
@@ -132,6 +140,36 @@ class Record:
         r[18] = tuple(r[18])
         r[19] = tuple(r[19])
         return cls(*r)
+
+    def json_fragment(self, project_id: str) -> bytes:
+        """``jsonout.dumps(self.render(project_id))`` as UTF-8, built directly (a page joins these)."""
+        enc = _encode_str
+        head = (
+            f'{{"request_id":{enc(self.request_id)},"project_uuid":{enc(project_id)},'
+            f'"created":"{timeutil.iso(self.created_us)}","path":{enc(self.path)},'
+            f'"api_key_id":{enc(self.api_key_id)},"accessor":{enc(self.api_key_id)},'
+            f'"response":{{"code":{self.code},"completed":"{timeutil.iso(self.completed_us)}"'
+        )
+        if self.message is not None:
+            body = f',"message":{enc(self.message)}}}'
+        else:
+            model = enc(self.model)
+            config = f'{{"model":{model}}}' if self.config is None else jsonout.dumps(self.config)
+            line_item = "null" if self.line_item is None else enc(self.line_item)
+            extra = ""
+            if self.endpoint == "speak":
+                extra = f',"characters":{self.characters}'
+            elif self.endpoint == "read":
+                extra = f',"tokens_in":{self.tokens_in},"tokens_out":{self.tokens_out}'
+            body = (
+                f',"details":{{"usd":{_num(self.usd)},"duration":{_num(self.duration)},'
+                f'"total_audio":{_num(self.total_audio)},"channels":{self.channels},'
+                f'"streams":{self.streams},"models":[{model}],"method":{enc(self.method)},'
+                f'"tags":{_str_list(self.tags)},"features":{_str_list(self.features)},'
+                f'"config":{config},"line_item":{line_item}{extra}}}}}'
+            )
+        tail = f',"code":{self.code},"deployment":{enc(self.deployment)}}}'
+        return (head + body + tail).encode("utf-8")
 
     def render(self, project_id: str) -> dict:
         response: dict[str, Any] = {"code": self.code, "completed": timeutil.iso(self.completed_us)}
@@ -378,6 +416,13 @@ class RecordLog:
         return None
 
 
+def _render_fragments(project: Project, records: list[Record]) -> None:
+    """Serialize each record once, when it is stored: a page of the request log then only joins bytes."""
+    pid = project.project_id
+    for r in records:
+        r.fragment = r.json_fragment(pid)
+
+
 @dataclass(slots=True)
 class Project:
     project_id: str
@@ -524,6 +569,7 @@ class Store:
             self.touch()
 
     def add_records(self, project: Project, records: list[Record]) -> None:
+        _render_fragments(project, records)
         with self.lock:
             project.log.add(records)
             self.touch()
@@ -595,7 +641,9 @@ class Store:
                     mip_opt_out=pd["mip_opt_out"],
                     deleted=pd["deleted"],
                 )
-                p.log.add([Record.from_row(row) for row in pd["records"]])
+                records = [Record.from_row(row) for row in pd["records"]]
+                _render_fragments(p, records)
+                p.log.add(records)
                 self.projects[p.project_id] = p
             for kd in doc["keys"]:
                 k = Key(
