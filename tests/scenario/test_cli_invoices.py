@@ -220,6 +220,7 @@ def test_bad_input_is_one_line_exit_1_and_changes_nothing(world, run_cli):
     fails(run_cli("invoices", "run", "--period", "2026-13"), "YYYY-MM")
     fails(run_cli("invoices", "run", "--period", NEXT, "--customer", "ghost"), "ghost")
     fails(run_cli("invoices", "run", "--period", NEXT, "--customer", "noplan"), "no plan")
+    fails(run_cli("invoices", "run", "--period", NEXT, "--shard", "2/2"), "shard", "I/N")
     fails(run_cli("invoices", "show", "INV-2026-999999"), "not found")
     fails(run_cli("invoices", "mark-paid", inv["id"]), "cannot mark-paid", "draft")
     fails(run_cli("invoices", "void", inv["id"]), "cannot void")

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from keyledger.core import output
 from keyledger.core.errors import Invalid
+from keyledger.invoices.model import parse_shard
 from keyledger.invoices.render import FORMATS, Issuer, render
 from keyledger.invoices.service import InvoiceService
 
@@ -41,10 +42,15 @@ def run(
     period: str = typer.Option(..., "--period", help="YYYY-MM, in each customer's time zone."),
     customer: str | None = typer.Option(None, "--customer", help="Only this customer (id or external id)."),
     finalize: bool = typer.Option(False, "--finalize", help="Finalize each draft built (assigns numbers)."),
+    shard: str | None = typer.Option(
+        None, "--shard", help="I/N: only the customers in shard I of N (split a run over N workers)."
+    ),
     as_json: bool = output.JSON_OPT,
 ) -> None:
     """Build (or rebuild) one draft per customer for the period; finalized invoices never change."""
-    report = _service(ctx).run(period, customer=customer, finalize=finalize)
+    report = _service(ctx).run(
+        period, customer=customer, finalize=finalize, shard=None if shard is None else parse_shard(shard)
+    )
     if as_json:
         output.emit_json(report.to_dict())
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Context, Decimal, Inexact
@@ -88,6 +89,31 @@ def local_month(at: datetime, tz: str) -> str:
     """The YYYY-MM a UTC instant falls in, in the customer's calendar."""
     local = at.astimezone(zone(tz))
     return f"{local.year:04d}-{local.month:02d}"
+
+
+Shard = tuple[int, int]  # (index, count): index in 0..count-1
+
+
+def parse_shard(text: str) -> Shard:
+    """``"I/N"`` (``0 <= I < N``) as ``(I, N)``."""
+    index, _, count = text.partition("/")
+    try:
+        return check_shard((int(index), int(count)))
+    except (ValueError, Invalid):
+        raise Invalid(f"shard {text!r}: use I/N with 0 <= I < N (e.g. 0/4)") from None
+
+
+def check_shard(shard: Shard) -> Shard:
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise Invalid(f"shard {index}/{count}: use I/N with 0 <= I < N (e.g. 0/4)")
+    return shard
+
+
+def shard_of(customer_id: str, count: int) -> int:
+    """The shard (0..count-1) a customer belongs to: a stable hash of its id (the same in every process
+    and every Python version, unlike ``hash``), so N workers with shards 0/N..N-1/N split a run."""
+    return zlib.crc32(customer_id.encode()) % count
 
 
 @dataclass(frozen=True)

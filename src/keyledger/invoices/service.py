@@ -28,14 +28,17 @@ from keyledger.db.outbox import enqueue
 from keyledger.invoices import calc, store
 from keyledger.invoices.model import (
     Action,
+    Shard,
     Status,
     check_credit,
+    check_shard,
     counter_name,
     format_number,
     local_bounds,
     money_str,
     num_str,
     remaining,
+    shard_of,
     transition,
     validate_prefix,
     zone,
@@ -132,20 +135,32 @@ class InvoiceService:
 
     # ------------------------------------------------------------------------ run
 
-    def run(self, period_key: str, *, customer: str | None = None, finalize: bool = False) -> RunReport:
+    def run(
+        self,
+        period_key: str,
+        *,
+        customer: str | None = None,
+        finalize: bool = False,
+        shard: Shard | None = None,
+    ) -> RunReport:
         """Build (or rebuild) the draft of ``period_key`` for one customer or every customer with a plan.
 
         Each customer's draft is its own transaction. With ``customer`` given, any problem is an error;
         for all customers, a customer without a plan is skipped (reported) and one whose draft cannot be
-        priced is reported as failed while the others are built.
+        priced is reported as failed while the others are built. ``shard=(i, n)`` restricts the run to
+        the customers with ``shard_of(id, n) == i`` (n workers with shards 0..n-1 split one run).
         """
         period = Period.month(period_key)
+        if shard is not None:
+            index, count = check_shard(shard)
         report = RunReport(period.key)
         with self._tx() as db:
             if customer is not None:
                 targets = [customer_store.get_customer(db, customer)]
             else:
                 targets = sorted(customer_store.list_customers(db), key=lambda c: c.external_id)
+        if shard is not None:
+            targets = [c for c in targets if shard_of(c.id, count) == index]
         for c in targets:
             if c.plan is None:
                 if customer is not None:
