@@ -26,6 +26,7 @@ from keyledger.core.config import Settings, load_settings
 from keyledger.core.crypto import Cipher
 from keyledger.core.errors import Invalid
 from keyledger.customers import store as customer_store
+from keyledger.customers.at_rest import verify_secret_key
 from keyledger.customers.service import connection_credentials
 from keyledger.db.engine import make_engine
 from keyledger.provider.deepgram import DeepgramProvider
@@ -48,7 +49,9 @@ class Runtime:
     def cipher(self) -> Cipher:
         if self.settings.secret_key is None or not self.settings.secret_key.get_secret_value().strip():
             raise Invalid("no secret key configured (run `keyledger init` or set KEYLEDGER_SECRET_KEY)")
-        return Cipher.from_config(self.settings.secret_key.get_secret_value())
+        cipher = Cipher.from_config(self.settings.secret_key.get_secret_value())
+        verify_secret_key(self.engine, cipher)  # a wrong key refuses to run, never mis-decrypts
+        return cipher
 
     def _default_provider(self, credentials: ProviderCredentials) -> Provider:
         return DeepgramProvider(

@@ -41,6 +41,10 @@ class DecryptionError(KeyledgerError):
     """A stored secret could not be decrypted (wrong key, wrong row, or tampered data)."""
 
 
+class WrongSecretKey(DecryptionError):
+    """The configured secret key is not the one the database's secrets are sealed with."""
+
+
 def associated_data(table: str, row_id: str, column: str) -> bytes:
     """The associated data binding a ciphertext to one row and column, e.g. ``b"keys:key_1:secret"``."""
     return f"{table}:{row_id}:{column}".encode()

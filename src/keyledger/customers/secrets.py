@@ -9,6 +9,9 @@ Where the key lives decides how rotation works:
 - in ``KEYLEDGER_SECRET_KEY`` (keyledger cannot edit your environment): put a new key in front
   (``KEYLEDGER_SECRET_KEY=NEW,OLD``, NEW from ``keyledger secrets generate-key``), run ``secrets rotate``,
   then drop OLD.
+
+Every encrypted column is re-sealed (see :mod:`keyledger.customers.at_rest`), and so is the key-check canary
+that makes a process with a wrong key refuse to start.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from pathlib import Path
 from keyledger.core.crypto import Cipher, Keyring, generate_key
 from keyledger.core.errors import Invalid
 from keyledger.core.faults import fault_point
-from keyledger.customers.service import Deps, SecretsService
+from keyledger.customers.at_rest import decrypt_everything, reencrypt_everything, verify_secret_key
+from keyledger.customers.service import Deps
+from keyledger.customers.store import write_audit
 
 SECRET_ENV = "KEYLEDGER_SECRET_KEY"
 _SECRET_LINE = re.compile(r"^\s*secret_key\s*=.*$", re.MULTILINE)
@@ -94,31 +99,54 @@ class Rotation:
     keys: int
     connections: int
     where: str  # "file" | "env"
+    webhook_endpoints: int = 0
+    cached_responses: int = 0  # idempotency replays (encrypted response bodies)
 
 
-def rotate_secret_key(deps: Deps, *, config_path: Path, environ: dict[str, str] | None = None) -> Rotation:
+def _reencrypt(deps: Deps, cipher: Cipher, actor: str) -> dict[str, int]:
+    """Every stored secret (keys, connections, webhook endpoints, cached responses, the key-check canary)
+    re-sealed under the primary key in one transaction, then proven to decrypt with the primary key alone."""
+    with deps.engine.begin() as db:
+        counts = reencrypt_everything(db, cipher)
+        write_audit(db, at=deps.clock.now(), actor=actor, action="secrets.rotate", subject="secret_key",
+                    details={**counts, "key_id": cipher.keyring.primary_id})
+    only_new = Cipher(cipher.keyring.only_primary())
+    with deps.engine.connect() as db:
+        decrypt_everything(db, only_new)
+    return counts
+
+
+def _rotation(keyring: Keyring, old_ids: tuple[str, ...], counts: dict[str, int], where: str) -> Rotation:
+    return Rotation(keyring.primary_id, old_ids, counts["keys"], counts["connections"], where,
+                    counts["webhook_endpoints"], counts["idempotency_keys"])
+
+
+def rotate_secret_key(
+    deps: Deps, *, config_path: Path, environ: dict[str, str] | None = None, actor: str = "cli"
+) -> Rotation:
     env = os.environ if environ is None else environ
     if env.get(SECRET_ENV):
         keyring = Keyring.parse(env[SECRET_ENV])
-        service = SecretsService(deps)
         if len(keyring.keys) == 1:
             raise Invalid(
                 f"{SECRET_ENV} holds a single key: put a new one in front "
                 f"({SECRET_ENV}=NEW,OLD; NEW from `keyledger secrets generate-key`) and run again"
             )
-        counts = service.reencrypt_all(Cipher(keyring))
-        return Rotation(keyring.primary_id, keyring.ids[1:], counts["keys"], counts["connections"], "env")
+        verify_secret_key(deps.engine, Cipher(keyring))
+        counts = _reencrypt(deps, Cipher(keyring), actor)
+        return _rotation(keyring, keyring.ids[1:], counts, "env")
     current = file_secret_key(config_path)
     if not current:
         raise Invalid(f"no secret key in {config_path} or {SECRET_ENV} (run `keyledger init`)")
     old = Keyring.parse(current)
+    verify_secret_key(deps.engine, Cipher(old))  # never rotate away from a key that is not the database's
     new_key = Keyring.parse(generate_key()).keys[0]
     both = old.with_new_primary(new_key)
     # 1. The file names both keys before any ciphertext changes: a crash from here on loses nothing.
     set_file_secret_key(config_path, both.to_config())
     # 2. Everything re-encrypted in one transaction, then proven to decrypt with the new key alone.
-    counts = SecretsService(deps).reencrypt_all(Cipher(both))
+    counts = _reencrypt(deps, Cipher(both), actor)
     fault_point("secrets.after_reencrypt")
     # 3. Only now is the old key dropped.
     set_file_secret_key(config_path, both.only_primary().to_config())
-    return Rotation(both.primary_id, old.ids, counts["keys"], counts["connections"], "file")
+    return _rotation(both, old.ids, counts, "file")

@@ -7,5 +7,6 @@ from keyledger.db import (  # noqa: F401
     tables_invoices,
     tables_notifications,
     tables_pricing,
+    tables_secrets,
     tables_usage,
 )

@@ -79,6 +79,8 @@ def worker(
     """Scheduled sync (then budgets), invoice runs at period close, webhook delivery. SIGTERM stops it
     cleanly."""
     usage_cli._logs_to_stderr()
+    if ctx.obj.settings.secret_key is not None:
+        _ = ctx.obj.cipher  # a wrong secret key refuses to start (not at the first delivery)
     w = Worker(ctx.obj)
     w.install_signal_handlers()
     if once:
