@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from keyledger.core import output
+from keyledger.core.errors import Invalid
 from keyledger.core.money import format_amount
 from keyledger.usage import cli as usage_cli
 from keyledger.worker.jobs import sync_then_budgets
@@ -75,12 +76,19 @@ def sync(
 def worker(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Run one cycle of every job, then exit."),
+    max_seconds: int | None = typer.Option(
+        None,
+        "--max-seconds",
+        help="Stop cleanly after this many seconds (the job in progress finishes).",
+    ),
 ) -> None:
     """Scheduled sync (then budgets), invoice runs at period close, webhook delivery. SIGTERM stops it
     cleanly."""
     usage_cli._logs_to_stderr()
     if ctx.obj.settings.secret_key is not None:
         _ = ctx.obj.cipher  # a wrong secret key refuses to start (not at the first delivery)
+    if max_seconds is not None and max_seconds < 1:
+        raise Invalid(f"--max-seconds must be at least 1, got {max_seconds}")
     w = Worker(ctx.obj)
     w.install_signal_handlers()
     if once:
@@ -88,8 +96,8 @@ def worker(
         print(f"worker: ran {', '.join(ran) if ran else 'nothing (every job is held by another worker)'}")
         return
     print("worker: started (SIGTERM or Ctrl-C stops it)", flush=True)
-    w.run()
-    print("worker: stopped", file=sys.stderr)
+    cycles = w.run(max_seconds=max_seconds)
+    print(f"worker: stopped after {cycles} cycles", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

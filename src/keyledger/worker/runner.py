@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,10 @@ class Worker:
         """One cycle of every job (due or not, unless another worker holds it), then return."""
         return self.scheduler.cycle(build_jobs(self.rt), force=True, stop=self.stop)
 
-    def run(self, *, max_cycles: int | None = None) -> int:
+    def run(self, *, max_cycles: int | None = None, max_seconds: float | None = None) -> int:  # float-ok
+        """Cycles until stopped, or ``max_cycles`` ran, or ``max_seconds`` passed (the cycle in progress
+        finishes); returns the number of cycles."""
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
         cycles = 0
         while not self.stop.is_set():
             # Jobs are rebuilt each cycle so new connections are picked up without a restart.
@@ -47,5 +51,8 @@ class Worker:
             cycles += 1
             if max_cycles is not None and cycles >= max_cycles:
                 break
-            self.stop.wait(self.poll_seconds)
+            left = self.poll_seconds if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.stop.wait(min(self.poll_seconds, left))
         return cycles
