@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     sync_lease_seconds: int = 300
     provider_timeout_seconds: float = 30.0  # float-ok: a timeout, not money
     provider_max_retries: int = 6
+    # Price check (docs/usage-ledger.md): keyledger's copy of Deepgram's prices (a file of negotiated rates;
+    # default: the list shipped in keyledger/provider/deepgram/prices.toml), the tier billed, and when a
+    # record's usd disagrees: |usd - expected| > max(absolute_usd, relative * expected), exact decimals.
+    provider_prices: str | None = None
+    provider_price_tier: str = "pay-as-you-go"
+    price_check_absolute_usd: str = "0.000001"
+    price_check_relative: str = "0.01"
     # Operator identity, printed on invoices.
     operator_name: str = "Example Voice Co."
     operator_address: str = ""

@@ -16,7 +16,7 @@ import typer
 
 from keyledger.core import output
 from keyledger.core.money import format_amount, round_money
-from keyledger.usage import model, service
+from keyledger.usage import model, price_check_service, service
 
 
 def _default(value: Any) -> Any:
@@ -117,7 +117,8 @@ def reconcile(
     """Compare what the ledger attributed with Deepgram's billing breakdown, to the cent."""
     runtime = ctx.obj
     result = service.reconcile(
-        runtime.engine, open_provider=_open_provider(runtime), period=period, connection=connection
+        runtime.engine, open_provider=_open_provider(runtime), period=period, connection=connection,
+        price_check=price_check_service.config_from(runtime.settings),
     )
     if as_json:
         output.emit_json(result, default=_default)
@@ -132,6 +133,57 @@ def reconcile(
     )
     for c in result["customers"]:
         print(f"  {c['customer_id']}: ledger {_usd(c['attributed_usd'])}, Deepgram {_usd(c['provider_usd'])}")
+    if "price_check" in result:
+        print(_price_check_line(result["price_check"]))
+
+
+def _price_check_line(check: dict) -> str:
+    """One line: how many records agree with keyledger's price list, and what it could not check."""
+    verdict = "all agree" if check["agrees"] else f"{check['disagreeing_records']} DISAGREE"
+    line = (
+        f"  price check ({check['tier']}): {check['checked_records']} records, {verdict}; "
+        f"Deepgram {_usd(check['provider_usd'])} vs list {_usd(check['expected_usd'])}"
+    )
+    unknown = check["unknown_line_items"]
+    if unknown:
+        names = [u if isinstance(u, str) else u["line_item"] for u in unknown]
+        line += f"; no list price for {', '.join(names)}"
+    return line
+
+
+def price_check(
+    ctx: typer.Context,
+    period: str = typer.Option(..., "--period", help="The month, YYYY-MM (UTC days)."),
+    customer: str | None = typer.Option(None, "--customer", help="Only this customer (id or external id)."),
+    connection: str | None = typer.Option(None, "--connection", help="Only this connection."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Price each ledger record with keyledger's copy of Deepgram's price list; flag disagreement."""
+    runtime = ctx.obj
+    report = price_check_service.price_check_report(
+        runtime.engine, price_check_service.config_from(runtime.settings),
+        period=period, customer=customer, connection=connection,
+    )
+    if as_json:
+        output.emit_json(report, default=_default)
+        return
+    scope = f", customer {report['customer_id']}" if report["customer_id"] else ""
+    print(f"period {report['period']}{scope}, price list {report['price_list']}")
+    for line in report["lines"]:
+        flag = f"{line['disagreeing_records']} disagree" if line["disagreeing_records"] else "agree"
+        print(
+            f"  {line['line_item']}: {line['records']} records, Deepgram {_usd(line['provider_usd'])}, "
+            f"list {_usd(line['expected_usd'])} ({flag})"
+        )
+    for u in report["unknown_line_items"]:
+        usd = _usd(u["provider_usd"])
+        print(f"  {u['line_item']}: {u['records']} records, Deepgram {usd} (no list price)")
+    for ex in report["disagreeing_examples"]:
+        print(
+            f"  ! {ex['request_id']} {ex['line_item']}: Deepgram {format_amount(ex['provider_usd'])}, "
+            f"expected {format_amount(ex['expected_usd'])}"
+        )
+    print(_price_check_line(report).strip())
 
 
 def register(app: typer.Typer, *, include_sync: bool = False) -> None:
@@ -141,3 +193,4 @@ def register(app: typer.Typer, *, include_sync: bool = False) -> None:
     del include_sync
     app.command("usage")(usage)
     app.command("reconcile")(reconcile)
+    app.command("price-check")(price_check)

@@ -39,7 +39,9 @@ from keyledger.core.leases import dead_local_owner, local_owner
 from keyledger.core.money import round_money
 from keyledger.db.outbox import enqueue
 from keyledger.provider.port import Provider, UsageRecord
-from keyledger.usage import model, store
+from keyledger.usage import model, price_check_service, store
+from keyledger.usage.price_check import PriceCheckConfig
+from keyledger.usage.price_check import brief as brief_price_check
 from keyledger.usage.store import ConnectionRow
 
 log = structlog.get_logger(__name__)
@@ -434,7 +436,15 @@ def usage_report(engine: Engine, *, customer: str, start: date, end: date, by: s
 # --------------------------------------------------------------------------- reconciliation
 
 
-def reconcile(engine: Engine, *, open_provider: OpenProvider, period: str, connection: str | None) -> dict:
+def reconcile(
+    engine: Engine,
+    *,
+    open_provider: OpenProvider,
+    period: str,
+    connection: str | None,
+    price_check: PriceCheckConfig | None = None,
+) -> dict:
+    """Ledger vs Deepgram's billing breakdown; with ``price_check``, also each record's usd vs the list."""
     first, last = model.parse_period(period)
     with engine.connect() as conn:
         if connection is not None:
@@ -454,6 +464,13 @@ def reconcile(engine: Engine, *, open_provider: OpenProvider, period: str, conne
                 raise NotFound("no connections: add one with `keyledger connections add`")
         ledger = store.ledger_by_key(conn, connection_ids=[t.id for t in targets], start=first, end=last)
         owners = {(t.id, a): cust for t in targets for a, (_k, cust) in store.key_map(conn, t.id).items()}
+        checked = (
+            None
+            if price_check is None
+            else price_check_service.check_connections(
+                conn, price_check, connection_ids=[t.id for t in targets], period=period
+            )
+        )
     provider_by_key: dict[tuple[str, str | None], Decimal] = {}
     for t in targets:
         provider = open_provider(t)
@@ -491,7 +508,7 @@ def reconcile(engine: Engine, *, open_provider: OpenProvider, period: str, conne
         )
     provider_total = sum(provider_by_key.values(), zero)
     difference = provider_total - (attributed + unattributed)
-    return {
+    result = {
         "period": f"{first.year:04d}-{first.month:02d}",
         "connection": ",".join(t.name for t in targets),
         "provider_total_usd": provider_total,
@@ -505,6 +522,9 @@ def reconcile(engine: Engine, *, open_provider: OpenProvider, period: str, conne
         ],
         "keys": key_lines,
     }
+    if checked is not None:
+        result["price_check"] = brief_price_check(checked)
+    return result
 
 
 def utc_today(clock: Clock) -> date:
