@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Context, Decimal
 from typing import Any
 
@@ -43,7 +43,7 @@ from keyledger.invoices.model import (
     validate_prefix,
     zone,
 )
-from keyledger.pricing.model import Period
+from keyledger.pricing.model import Period, PlanVersion
 from keyledger.pricing.rates import EXACT
 from keyledger.pricing.service import get_plan_version, plan_for
 
@@ -102,6 +102,54 @@ def invoice_summary(inv: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_ZERO_TOTALS = {
+    "subtotal": Decimal(0),
+    "tax": Decimal(0),
+    "total": Decimal(0),
+    "provider_cost_usd": Decimal(0),
+}
+
+
+class _OneByOne(Exception):
+    """A batch could not be built as a whole (rolled back): build its customers one by one."""
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """A customer's draft being built: its terms, invoice id, outcome and header."""
+
+    customer: Customer
+    version: PlanVersion
+    invoice_id: str
+    outcome: str  # created | rebuilt
+    header: dict[str, Any]
+
+
+@dataclass
+class _PlanCache:
+    """Plan versions read once per run: the version of each plan in effect for the period, and the
+    versions recorded by earlier invoices (a lookup that fails fails the same way for every customer)."""
+
+    effective: dict[str, PlanVersion | KeyledgerError] = field(default_factory=dict)
+    recorded: dict[str, PlanVersion] = field(default_factory=dict)
+
+    def in_effect(self, db: Connection, plan_id: str, start: date) -> PlanVersion:
+        if plan_id not in self.effective:
+            try:
+                self.effective[plan_id] = plan_for(db, plan_id, start)
+            except KeyledgerError as exc:
+                self.effective[plan_id] = exc
+        found = self.effective[plan_id]
+        if isinstance(found, KeyledgerError):
+            raise type(found)(str(found))
+        return found
+
+    def version(self, db: Connection, version_id: str) -> PlanVersion:
+        if version_id not in self.recorded:
+            self.recorded[version_id] = get_plan_version(db, version_id)
+        return self.recorded[version_id]
+
+
 @dataclass
 class InvoiceService:
     engine: Engine
@@ -110,6 +158,7 @@ class InvoiceService:
     credit_prefix: str = "CN"
     due_days: int = 30
     actor: str = "cli"
+    batch_size: int = 1000  # customers per run transaction
 
     def __post_init__(self) -> None:
         self.prefix = validate_prefix(self.prefix)
@@ -145,10 +194,11 @@ class InvoiceService:
     ) -> RunReport:
         """Build (or rebuild) the draft of ``period_key`` for one customer or every customer with a plan.
 
-        Each customer's draft is its own transaction. With ``customer`` given, any problem is an error;
-        for all customers, a customer without a plan is skipped (reported) and one whose draft cannot be
-        priced is reported as failed while the others are built. ``shard=(i, n)`` restricts the run to
-        the customers with ``shard_of(id, n) == i`` (n workers with shards 0..n-1 split one run).
+        Customers are built in batches of ``batch_size``, each batch one transaction (see
+        :meth:`_build_batch`). With ``customer`` given, any problem is an error; for all customers, a
+        customer without a plan is skipped (reported) and one whose draft cannot be priced is reported
+        as failed while the others are built. ``shard=(i, n)`` restricts the run to the customers with
+        ``shard_of(id, n) == i`` (n workers with shards 0..n-1 split one run).
         """
         period = Period.month(period_key)
         if shard is not None:
@@ -161,62 +211,191 @@ class InvoiceService:
                 targets = sorted(customer_store.list_customers(db), key=lambda c: c.external_id)
         if shard is not None:
             targets = [c for c in targets if shard_of(c.id, count) == index]
-        for c in targets:
-            if c.plan is None:
-                if customer is not None:
+        plans = _PlanCache()
+        for first in range(0, len(targets), self.batch_size):
+            chunk = targets[first : first + self.batch_size]
+            built: dict[str, RunEntry] = {}
+            priced = [c for c in chunk if c.plan is not None]
+            if customer is not None:
+                if not priced:
+                    c = chunk[0]
                     raise Invalid(
                         f"customer {c.external_id} has no plan (set one: keyledger customers update "
                         f"{c.external_id} --plan PLAN)"
                     )
-                report.entries.append(RunEntry(c.id, c.external_id, "skipped", message="no plan"))
-                continue
-            try:
-                entry = self._build(c.id, period)
-            except KeyledgerError as exc:
-                if customer is not None:
-                    raise
-                report.entries.append(RunEntry(c.id, c.external_id, "failed", message=str(exc)))
-                continue
-            if finalize and entry.outcome in ("created", "rebuilt"):
-                inv = self.finalize(entry.invoice_id)
-                entry = RunEntry(
-                    c.id,
-                    c.external_id,
-                    "finalized",
-                    inv["id"],
-                    inv["number"],
-                    inv["total"],
-                    inv["currency"],
-                    entry.outcome,
-                )
-            report.entries.append(entry)
+                built = self._build_batch(priced, period, plans, strict=True)
+            else:
+                built = self._build_all(priced, period, plans)
+            for c in chunk:
+                entry = built.get(c.id) or RunEntry(c.id, c.external_id, "skipped", message="no plan")
+                if finalize and entry.outcome in ("created", "rebuilt"):
+                    inv = self.finalize(entry.invoice_id)
+                    entry = RunEntry(
+                        c.id,
+                        c.external_id,
+                        "finalized",
+                        inv["id"],
+                        inv["number"],
+                        inv["total"],
+                        inv["currency"],
+                        entry.outcome,
+                    )
+                report.entries.append(entry)
         return report
 
-    def _build(self, customer_id: str, period: Period) -> RunEntry:
+    def _build_all(self, chunk: list[Customer], period: Period, plans: _PlanCache) -> dict[str, RunEntry]:
+        """One batch; customers it could not build (a draft that cannot be priced, a concurrent change)
+        are then built one by one, each its own transaction, and reported failed with the reason."""
+        try:
+            built = self._build_batch(chunk, period, plans, strict=False)
+        except _OneByOne:
+            built = {}
+        for c in chunk:
+            if c.id not in built:
+                try:
+                    built.update(self._build_batch([c], period, plans, strict=True))
+                except KeyledgerError as exc:
+                    built[c.id] = RunEntry(c.id, c.external_id, "failed", message=str(exc))
+        return built
+
+    def _build_batch(
+        self, chunk: list[Customer], period: Period, plans: _PlanCache, *, strict: bool
+    ) -> dict[str, RunEntry]:
+        """Build the drafts of ``chunk`` in one transaction (set-based: one claim per usage window, one
+        GROUP BY for the claimed usage, executemany writes). ``strict``: any problem raises (and
+        nothing is written); otherwise customers that fail a check before anything is written are left
+        out of the result, and a problem after that raises :class:`_OneByOne` (the batch rolls back)."""
         try:
             with self._tx() as db:
-                c = customer_store.get_customer(db, customer_id, for_update=True)
-                return self._build_in(db, c, period)
+                return self._build_batch_in(db, chunk, period, plans, strict=strict)
         except IntegrityError:
-            raise Conflict(
-                f"invoice for {customer_id} {period.key} changed concurrently; run again"
-            ) from None
+            if strict:
+                ids = ", ".join(c.id for c in chunk)
+                raise Conflict(f"invoice for {ids} {period.key} changed concurrently; run again") from None
+            raise _OneByOne from None
 
-    def _build_in(self, db: Connection, c: Customer, period: Period) -> RunEntry:
+    def _build_batch_in(
+        self, db: Connection, chunk: list[Customer], period: Period, plans: _PlanCache, *, strict: bool
+    ) -> dict[str, RunEntry]:
         now = self.clock.now()
-        existing = store.live_invoice(db, c.id, period.key)
-        if existing is not None and existing["status"] != Status.DRAFT:
-            return RunEntry(
-                c.id,
-                c.external_id,
-                "unchanged",
-                existing["id"],
-                existing["number"],
-                existing["total"],
-                existing["currency"],
-                f"already {existing['status']}",
+        ids = [c.id for c in chunk]
+        locked = store.lock_customers(db, ids)
+        live = store.live_invoices(db, ids, period.key)
+        entries: dict[str, RunEntry] = {}
+        todo: list[_Draft] = []
+        for listed in chunk:
+            existing = live.get(listed.id)
+            if existing is not None and existing["status"] != Status.DRAFT:
+                entries[listed.id] = RunEntry(
+                    listed.id,
+                    listed.external_id,
+                    "unchanged",
+                    existing["id"],
+                    existing["number"],
+                    existing["total"],
+                    existing["currency"],
+                    f"already {existing['status']}",
+                )
+                continue
+            try:
+                todo.append(self._draft(db, locked.get(listed.id), listed, existing, period, plans, now))
+            except KeyledgerError:
+                if strict:
+                    raise
+        rebuilt = [d.invoice_id for d in todo if d.outcome == "rebuilt"]
+        store.release_claims_of(db, rebuilt)
+        store.insert_invoices(
+            db,
+            [
+                {"id": d.invoice_id, "status": "draft", "created_at": now, **d.header, **_ZERO_TOTALS}
+                for d in todo
+                if d.outcome == "created"
+            ],
+        )
+        # 1. this period's usage (not billed by any invoice yet): one claim per usage window (the
+        #    customers of one time zone share it), then one GROUP BY over what the batch claimed.
+        windows: dict[tuple[datetime, datetime], list[str]] = {}
+        for d in todo:
+            windows.setdefault((d.header["starts_at"], d.header["ends_at"]), []).append(d.invoice_id)
+        for (lo, hi), invoice_ids in windows.items():
+            store.claim_for(db, invoice_ids, lo, hi, late=False)
+        drafts = [d.invoice_id for d in todo]
+        usage = store.usage_by_invoice(db, drafts, late=False)
+        # 2. late usage of earlier periods whose invoices are already issued: one claim per earlier
+        #    window, oldest first; only the drafts that claimed some are priced one by one.
+        issued = store.issued_before_many(db, [d.customer.id for d in todo], period.key)
+        late_windows: dict[tuple[str, datetime, datetime], list[str]] = {}
+        for d in todo:
+            for q in issued.get(d.customer.id, []):
+                late_windows.setdefault((q["period"], q["starts_at"], q["ends_at"]), []).append(d.invoice_id)
+        for window in sorted(late_windows):
+            _, lo, hi = window
+            store.claim_for(db, late_windows[window], lo, hi, late=True)
+        with_late = store.with_late_claims(db, drafts)
+        # 3. price (pure), then write every draft's lines, totals and audit entry at once.
+        lines: dict[str, list[calc.Line]] = {}
+        updates: list[dict[str, Any]] = []
+        audits: list[dict[str, Any]] = []
+        for d in todo:
+            plan = d.version.plan
+            try:
+                own = calc.period_lines(plan, period, usage.get(d.invoice_id, []))
+                if d.invoice_id in with_late:
+                    own += self._late_lines(db, d, period, issued.get(d.customer.id, []), plans)
+            except KeyledgerError:
+                if strict:
+                    raise
+                raise _OneByOne from None
+            t = calc.totals(own, plan.tax_percent, plan.currency)
+            lines[d.invoice_id] = own
+            updates.append(
+                {
+                    "id": d.invoice_id,
+                    **d.header,
+                    "subtotal": t.subtotal,
+                    "tax": t.tax,
+                    "total": t.total,
+                    "provider_cost_usd": t.provider_cost_usd,
+                }
             )
-        version = plan_for(db, c.plan, period.start)
+            audits.append(
+                {
+                    "id": new_id("aud"),
+                    "at": now,
+                    "actor": self.actor,
+                    "action": f"invoice.{d.outcome}",
+                    "subject": d.invoice_id,
+                    "details": {"customer_id": d.customer.id, "period": period.key,
+                                "total": format_amount(t.total)},
+                }
+            )
+            c = d.customer
+            entries[c.id] = RunEntry(
+                c.id, c.external_id, d.outcome, d.invoice_id, None, t.total, plan.currency
+            )
+        store.delete_lines(db, rebuilt)
+        store.insert_lines(db, lines)
+        store.update_invoices(db, updates)
+        store.write_audits(db, audits)
+        return entries
+
+    def _draft(
+        self,
+        db: Connection,
+        c: Customer | None,
+        listed: Customer,
+        existing: dict[str, Any] | None,
+        period: Period,
+        plans: _PlanCache,
+        now: datetime,
+    ) -> _Draft:
+        """Check a customer's terms (plan version in effect, currency, time zone, exchange rate) and
+        make the header of its draft; raises (before anything is written) when it cannot be built."""
+        if c is None:
+            raise NotFound(f"customer {listed.id!r} not found (give its id or external id)")
+        if c.plan is None:
+            raise Invalid(f"customer {c.external_id} has no plan")
+        version = plans.in_effect(db, c.plan, period.start)
         plan = version.plan
         if plan.currency != c.currency:
             raise Invalid(
@@ -224,11 +403,6 @@ class InvoiceService:
                 f"but plan {plan.id!r} is in {plan.currency}"
             )
         lo, hi = local_bounds(period.start, period.end, c.timezone)
-        if existing is None:
-            invoice_id, outcome = new_id("inv"), "created"
-        else:
-            invoice_id, outcome = existing["id"], "rebuilt"
-            store.release_claims(db, invoice_id)
         header = {
             "customer_id": c.id,
             "period": period.key,
@@ -248,55 +422,32 @@ class InvoiceService:
             "customer_email": c.email,
             "updated_at": now,
         }
-        zero = {
-            "subtotal": Decimal(0),
-            "tax": Decimal(0),
-            "total": Decimal(0),
-            "provider_cost_usd": Decimal(0),
-        }
         if existing is None:
-            store.insert_invoice(
-                db, {"id": invoice_id, "status": "draft", "created_at": now, **header, **zero}
-            )
-        # 1. this period's usage (not billed by any invoice yet), rated under the plan in effect.
-        store.claim(db, invoice_id, c.id, lo, hi, late=False)
-        lines = calc.period_lines(plan, period, store.claimed_usage(db, invoice_id, late=False))
-        # 2. late usage of earlier periods whose invoices are already issued.
-        for q in store.issued_before(db, c.id, period.key):
-            if not store.claim(db, invoice_id, c.id, q["starts_at"], q["ends_at"], late=True):
+            return _Draft(c, version, new_id("inv"), "created", header)
+        return _Draft(c, version, existing["id"], "rebuilt", header)
+
+    @staticmethod
+    def _late_lines(
+        db: Connection, d: _Draft, period: Period, issued: list[dict[str, Any]], plans: _PlanCache
+    ) -> list[calc.Line]:
+        """The late adjustment lines of a draft that claimed late usage, per earlier issued period."""
+        out: list[calc.Line] = []
+        currency = d.version.plan.currency
+        for q in issued:
+            late = store.claimed_usage(db, d.invoice_id, late=True, lo=q["starts_at"], hi=q["ends_at"])
+            if not late:
                 continue
-            q_plan = get_plan_version(db, q["plan_version_id"]).plan
-            if q_plan.currency != plan.currency:
+            q_plan = plans.version(db, q["plan_version_id"]).plan
+            if q_plan.currency != currency:
                 raise Invalid(
                     f"late usage from {q['period']} was billed in {q_plan.currency}, "
-                    f"but {period.key} is billed in {plan.currency}"
+                    f"but {period.key} is billed in {currency}"
                 )
-            late = store.claimed_usage(db, invoice_id, late=True, lo=q["starts_at"], hi=q["ends_at"])
-            billed = store.billed_usage(db, c.id, q["starts_at"], q["ends_at"], other_than=invoice_id)
-            lines += calc.late_lines(q_plan, Period.month(q["period"]), billed, late)
-        # 3. totals.
-        t = calc.totals(lines, plan.tax_percent, plan.currency)
-        store.replace_lines(db, invoice_id, lines)
-        store.update_invoice(
-            db,
-            invoice_id,
-            {
-                **header,
-                "subtotal": t.subtotal,
-                "tax": t.tax,
-                "total": t.total,
-                "provider_cost_usd": t.provider_cost_usd,
-            },
-        )
-        customer_store.write_audit(
-            db,
-            at=now,
-            actor=self.actor,
-            action=f"invoice.{outcome}",
-            subject=invoice_id,
-            details={"customer_id": c.id, "period": period.key, "total": format_amount(t.total)},
-        )
-        return RunEntry(c.id, c.external_id, outcome, invoice_id, None, t.total, plan.currency)
+            billed = store.billed_usage(
+                db, d.customer.id, q["starts_at"], q["ends_at"], other_than=d.invoice_id
+            )
+            out += calc.late_lines(q_plan, Period.month(q["period"]), billed, late)
+        return out
 
     # ------------------------------------------------------------------------ transitions
 

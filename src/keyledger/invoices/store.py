@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     and_,
+    bindparam,
     case,
     delete,
     exists,
@@ -25,7 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from keyledger.db.tables_customers import connections
+from keyledger.customers.model import Customer
+from keyledger.db.tables_customers import audit_log, connections, customers
 from keyledger.db.tables_invoices import credit_notes, invoice_lines, invoice_usage, invoices, number_counters
 from keyledger.db.tables_usage import usage_records
 from keyledger.invoices.calc import Line
@@ -89,6 +91,53 @@ def issued_before(db: Connection, customer_id: str, period: str) -> list[dict[st
     return [dict(r) for r in rows]
 
 
+def lock_customers(db: Connection, customer_ids: list[str]) -> dict[str, Customer]:
+    """The customers, locked (PostgreSQL ``FOR UPDATE``) in id order so concurrent runs never deadlock."""
+    rows = db.execute(
+        select(customers).where(customers.c.id.in_(customer_ids)).order_by(customers.c.id).with_for_update()
+    )
+    return {r.id: Customer.from_row(r) for r in rows}
+
+
+def live_invoices(db: Connection, customer_ids: list[str], period: str) -> dict[str, dict[str, Any]]:
+    """The live invoice of ``period`` for each of the customers that has one, locked (by customer)."""
+    rows = db.execute(
+        select(invoices)
+        .where(
+            invoices.c.customer_id.in_(customer_ids),
+            invoices.c.period == period,
+            invoices.c.status.in_(LIVE),
+            _NOT_VOID,
+        )
+        .order_by(invoices.c.id)
+        .with_for_update()
+    ).mappings()
+    return {r["customer_id"]: dict(r) for r in rows}
+
+
+def issued_before_many(
+    db: Connection, customer_ids: list[str], period: str
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`issued_before` for many customers at once (id, period, bounds and plan version only)."""
+    rows = db.execute(
+        select(
+            invoices.c.id, invoices.c.customer_id, invoices.c.period, invoices.c.starts_at,
+            invoices.c.ends_at, invoices.c.plan_version_id,
+        )
+        .where(
+            invoices.c.customer_id.in_(customer_ids),
+            invoices.c.period < period,
+            invoices.c.status.in_(ISSUED),
+            _NOT_VOID,
+        )
+        .order_by(invoices.c.customer_id, invoices.c.period)
+    ).mappings()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["customer_id"], []).append(dict(r))
+    return out
+
+
 def list_invoices(
     db: Connection, *, period: str | None = None, customer_id: str | None = None, status: str | None = None
 ) -> list[dict[str, Any]]:
@@ -108,37 +157,71 @@ def insert_invoice(db: Connection, values: dict[str, Any]) -> None:
     db.execute(insert(invoices).values(**values))
 
 
+def insert_invoices(db: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        db.execute(insert(invoices), rows)
+
+
 def update_invoice(db: Connection, invoice_id: str, values: dict[str, Any]) -> None:
     db.execute(update(invoices).where(invoices.c.id == invoice_id).values(**values))
+
+
+def update_invoices(db: Connection, rows: list[dict[str, Any]]) -> None:
+    """One executemany UPDATE: each row's ``id`` picks the invoice, its other keys are the new values
+    (every row has the same keys)."""
+    if not rows:
+        return
+    cols = [k for k in rows[0] if k != "id"]
+    stmt = (
+        update(invoices)
+        .where(invoices.c.id == bindparam("_id"))
+        .values({k: bindparam(f"_{k}") for k in cols})
+    )
+    db.execute(stmt, [{f"_{k}": v for k, v in r.items()} for r in rows])
+
+
+def write_audits(db: Connection, rows: list[dict[str, Any]]) -> None:
+    """Audit entries (``id, at, actor, action, subject, details``) in one executemany."""
+    if rows:
+        db.execute(insert(audit_log), rows)
 
 
 # ---------------------------------------------------------------------------- lines
 
 
 def replace_lines(db: Connection, invoice_id: str, lines: list[Line]) -> None:
-    db.execute(delete(invoice_lines).where(invoice_lines.c.invoice_id == invoice_id))
-    if lines:
-        db.execute(
-            insert(invoice_lines),
-            [
-                {
-                    "invoice_id": invoice_id,
-                    "position": i,
-                    "kind": line.kind,
-                    "description": line.description,
-                    "line_item": line.line_item,
-                    "unit": line.unit,
-                    "quantity": line.quantity,
-                    "unit_price": line.unit_price,
-                    "amount": line.amount,
-                    "provider_cost_usd": line.provider_cost_usd,
-                    "rate": line.rate,
-                    "late_adjustment": line.late_adjustment,
-                    "late_period": line.late_period,
-                }
-                for i, line in enumerate(lines, start=1)
-            ],
-        )
+    delete_lines(db, [invoice_id])
+    insert_lines(db, {invoice_id: lines})
+
+
+def delete_lines(db: Connection, invoice_ids: list[str]) -> None:
+    if invoice_ids:
+        db.execute(delete(invoice_lines).where(invoice_lines.c.invoice_id.in_(invoice_ids)))
+
+
+def insert_lines(db: Connection, lines_by_invoice: dict[str, list[Line]]) -> None:
+    """Every invoice's lines (positions 1, 2, … in list order) in one executemany."""
+    rows = [
+        {
+            "invoice_id": invoice_id,
+            "position": i,
+            "kind": line.kind,
+            "description": line.description,
+            "line_item": line.line_item,
+            "unit": line.unit,
+            "quantity": line.quantity,
+            "unit_price": line.unit_price,
+            "amount": line.amount,
+            "provider_cost_usd": line.provider_cost_usd,
+            "rate": line.rate,
+            "late_adjustment": line.late_adjustment,
+            "late_period": line.late_period,
+        }
+        for invoice_id, lines in lines_by_invoice.items()
+        for i, line in enumerate(lines, start=1)
+    ]
+    if rows:
+        db.execute(insert(invoice_lines), rows)
 
 
 def lines_of(db: Connection, invoice_id: str) -> list[Line]:
@@ -186,7 +269,13 @@ def _unclaimed():
 
 
 def release_claims(db: Connection, invoice_id: str) -> int:
-    return db.execute(delete(invoice_usage).where(iu.invoice_id == invoice_id)).rowcount
+    return release_claims_of(db, [invoice_id])
+
+
+def release_claims_of(db: Connection, invoice_ids: list[str]) -> int:
+    if not invoice_ids:
+        return 0
+    return db.execute(delete(invoice_usage).where(iu.invoice_id.in_(invoice_ids))).rowcount
 
 
 def claim(
@@ -200,15 +289,62 @@ def claim(
     return result.rowcount
 
 
+def claim_for(db: Connection, invoice_ids: list[str], lo: datetime, hi: datetime, *, late: bool) -> int:
+    """:func:`claim` for many invoices whose usage window is the same [lo, hi) (one INSERT … SELECT):
+    each invoice claims its customer's unclaimed records created in the window."""
+    if not invoice_ids:
+        return 0
+    src = (
+        select(ur.id, invoices.c.id, literal(late))
+        .select_from(invoices.join(usage_records, ur.customer_id == invoices.c.customer_id))
+        .where(invoices.c.id.in_(invoice_ids), *_in_range(lo, hi), _unclaimed())
+    )
+    result = db.execute(insert(invoice_usage).from_select(["usage_record_id", "invoice_id", "late"], src))
+    return result.rowcount
+
+
+def _byo():
+    return case((connections.c.kind == "byo", 1), else_=0)
+
+
+def _claimed_join():
+    return usage_records.join(invoice_usage, iu.usage_record_id == ur.id).outerjoin(
+        connections, connections.c.id == ur.connection_id
+    )
+
+
+def usage_by_invoice(db: Connection, invoice_ids: list[str], *, late: bool) -> dict[str, list[UsageLine]]:
+    """:func:`claimed_usage` of many invoices in one GROUP BY (invoice, line item, unit, BYO)."""
+    if not invoice_ids:
+        return {}
+    byo = _byo()
+    q = (
+        select(iu.invoice_id, ur.line_item, ur.unit, byo.label("byo"), func.sum(ur.quantity),
+               func.sum(ur.cost_usd))
+        .select_from(_claimed_join())
+        .where(iu.invoice_id.in_(invoice_ids), iu.late == late)
+        .group_by(iu.invoice_id, ur.line_item, ur.unit, byo)
+        .order_by(iu.invoice_id, ur.line_item, ur.unit, byo)
+    )
+    out: dict[str, list[UsageLine]] = {}
+    for r in db.execute(q):
+        out.setdefault(r[0], []).append(UsageLine(r[1], r[2], _dec(r[4]), _dec(r[5]), bool(r[3])))
+    return out
+
+
+def with_late_claims(db: Connection, invoice_ids: list[str]) -> set[str]:
+    """Those of the invoices that claim late usage (of earlier periods)."""
+    if not invoice_ids:
+        return set()
+    q = select(iu.invoice_id).where(iu.invoice_id.in_(invoice_ids), iu.late.is_(True)).distinct()
+    return set(db.execute(q).scalars())
+
+
 def _usage_sum(db: Connection, where) -> list[UsageLine]:
-    byo = case((connections.c.kind == "byo", 1), else_=0)
+    byo = _byo()
     q = (
         select(ur.line_item, ur.unit, byo.label("byo"), func.sum(ur.quantity), func.sum(ur.cost_usd))
-        .select_from(
-            usage_records.join(invoice_usage, iu.usage_record_id == ur.id).outerjoin(
-                connections, connections.c.id == ur.connection_id
-            )
-        )
+        .select_from(_claimed_join())
         .where(where)
         .group_by(ur.line_item, ur.unit, byo)
         .order_by(ur.line_item, ur.unit, byo)
