@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     worker_invoice_interval_seconds: int = 3600
     worker_invoice_grace_seconds: int = 2 * 24 * 3600
     worker_invoice_finalize: bool = True
+    # Operations (docs/operations.md): the bearer token Prometheus sends to /metrics (admin tokens work too),
+    # and the PostgreSQL connection pool of each process.
+    metrics_token: SecretStr | None = None
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+    db_pool_recycle_seconds: int = 1800
 
 
 def load_settings(**overrides: Any) -> Settings:
