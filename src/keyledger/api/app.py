@@ -1,13 +1,19 @@
 """The FastAPI application factory. ``create_app(runtime)`` wires the routers onto a Runtime (engine,
-cipher, clock, providers) built by ``keyledger.bootstrap``."""
+cipher, clock, providers) built by ``keyledger.bootstrap``, plus ``GET /metrics`` (``api.metrics``) and the
+request-id middleware: every response carries ``X-Request-ID`` (the caller's, when it is a sane token,
+else a new one), bound into the log context of everything the request logs."""
 
 from __future__ import annotations
 
+import re
+import time
+import uuid
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+import structlog
+from fastapi import APIRouter, FastAPI, Request
 
-from keyledger.api import problems
+from keyledger.api import metrics, problems
 from keyledger.api.routes import admin, budgets_webhooks, byo, customers, invoices, keys, tokens, usage
 
 API_PREFIX = "/api/v1"
@@ -33,6 +39,15 @@ PROBLEM_SCHEMA = {
 }
 
 
+REQUEST_ID_HEADER = "X-Request-ID"
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_for(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 def create_app(runtime: Any) -> FastAPI:
     app = FastAPI(
         title="keyledger",
@@ -45,6 +60,17 @@ def create_app(runtime: Any) -> FastAPI:
     )
     app.state.runtime = runtime
     problems.install(app)
+    http_metrics = metrics.install(app, runtime)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        request_id = request_id_for(request)
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            response = await call_next(request)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        http_metrics.observe(request, response.status_code, time.perf_counter() - started)
+        return response
 
     api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
 
