@@ -48,6 +48,7 @@ from keyledger.invoices.service import InvoiceService
 from keyledger.notifications import signing
 from keyledger.notifications.service import WebhookService
 from keyledger.pricing.service import import_plan_file
+from keyledger.usage import price_check_service
 from keyledger.usage import service as usage_service
 from keyledger.worker.jobs import deliverer, sync_then_budgets
 
@@ -258,7 +259,8 @@ def _run_with_receiver(rt, environ, emu: Emulator, out_dir: Path, seed: int, con
 
     period = f"{month_start:%Y-%m}"
     recon = usage_service.reconcile(rt.engine, open_provider=lambda conn: rt.provider_for(conn.id),
-                                    period=period, connection=None)
+                                    period=period, connection=None,
+                                    price_check=price_check_service.config_from(rt.settings))
     invoices = InvoiceService.from_settings(rt.engine, rt.clock, rt.settings, actor="demo")
     report = invoices.run(period, finalize=True)
     if report.failed:
@@ -388,5 +390,13 @@ def _print_summary(console: Console, period: str, rows: list[dict], recon: dict,
         f"reconciliation {period}: Deepgram billed {usd(recon['provider_total_usd'])} USD = "
         f"attributed {usd(recon['attributed_usd'])} + unattributed {usd(recon['unattributed_usd'])}; "
         f"difference {usd(recon['difference_usd'])}"
+    )
+    check = recon["price_check"]
+    verdict = "all agree" if check["agrees"] else f"{check['disagreeing_records']} disagree"
+    unknown = ", ".join(check["unknown_line_items"])
+    console.print(
+        f"price check (keyledger's copy of Deepgram's {check['tier']} list): {check['checked_records']} "
+        f"records, {verdict}; Deepgram {usd(check['provider_usd'])} USD vs list "
+        f"{usd(check['expected_usd'])} USD" + (f"; no list price for {unknown}" if unknown else "")
     )
     console.print(f"invoices written to {out_dir}/ (PDF, HTML, CSV, JSON)")
