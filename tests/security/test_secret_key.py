@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from keyledger.core.crypto import Cipher, WrongSecretKey, generate_key
-from keyledger.customers.at_rest import decrypt_everything, verify_secret_key
+from keyledger.customers.at_rest import verify_secret_key
 from keyledger.db.tables_secrets import secret_key_check
 from tests.conftest import free_port
 

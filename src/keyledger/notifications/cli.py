@@ -20,7 +20,8 @@ webhooks_app = typer.Typer(help="Outbound webhooks (Standard Webhooks signatures
 
 def _svc(ctx: typer.Context) -> WebhookService:
     rt = ctx.obj
-    return WebhookService(rt.engine, rt.cipher, rt.clock, actor="cli")
+    return WebhookService(rt.engine, rt.cipher, rt.clock, actor="cli",
+                          allow_private=bool(rt.settings.webhook_allow_private_networks))
 
 
 def deliverer_for(rt: Any) -> Deliverer:

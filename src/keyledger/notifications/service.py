@@ -94,9 +94,14 @@ class WebhookService:
     cipher: Cipher
     clock: Clock
     actor: str = "cli"
+    # The interfaces pass settings.webhook_allow_private_networks (refused at creation when False); None
+    # skips the creation check (library callers). Every delivery checks again, whatever this is.
+    allow_private: bool | None = None
 
     def add(self, url: str, events: str | list[str] | None = None) -> dict[str, Any]:
         url = ssrf.validate_url(url)
+        if self.allow_private is not None:
+            ssrf.refuse_non_public(url, allow_private=self.allow_private)
         evs = parse_events(events)
         secret = signing.new_secret()
         now = self.clock.now()

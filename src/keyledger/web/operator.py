@@ -254,7 +254,8 @@ def sync_runs(request: Request, s: Session = Depends(admin_session)):
 
 def webhooks_svc(request: Request, actor: str) -> WebhookService:
     rt = runtime(request)
-    return WebhookService(rt.engine, rt.cipher, rt.clock, actor=actor)
+    return WebhookService(rt.engine, rt.cipher, rt.clock, actor=actor,
+                          allow_private=bool(rt.settings.webhook_allow_private_networks))
 
 
 @router.get("/webhooks")

@@ -50,7 +50,8 @@ def list_budgets(request: Request, page: Page = Depends(), p: Principal = Depend
 
 def _webhooks(request: Request, p: Principal) -> WebhookService:
     rt = runtime(request)
-    return WebhookService(rt.engine, rt.cipher, rt.clock, actor=p.actor)
+    return WebhookService(rt.engine, rt.cipher, rt.clock, actor=p.actor,
+                          allow_private=bool(rt.settings.webhook_allow_private_networks))
 
 
 @router.get("/webhook-endpoints", tags=["webhooks"], summary="Webhook endpoints (never their secrets)")
