@@ -19,6 +19,7 @@ from keyledger.customers.tokens import Principal, TokenService
 from keyledger.pricing import service as pricing
 from keyledger.usage import model as usage_model
 from keyledger.usage import service as usage
+from keyledger.usage.price_check_service import config_from
 
 router = APIRouter()
 
@@ -132,7 +133,7 @@ def reconciliation(
 ):
     rt = runtime(request)
     return respond(usage.reconcile(rt.engine, open_provider=_open_provider(rt), period=period,
-                                   connection=connection))
+                                   connection=connection, price_check=config_from(rt.settings)))
 
 
 # ---------------------------------------------------------------------------- portal tokens
