@@ -38,7 +38,11 @@ KEY_BYTES = 32
 
 
 class DecryptionError(KeyledgerError):
-    """A stored secret could not be decrypted (wrong key, wrong row, or tampered data)."""
+    """A stored secret could not be decrypted (wrong key, wrong row, or tampered data): the server's data or
+    configuration is at fault, never the request."""
+
+    http_status = 500
+    title = "Stored secret unreadable"
 
 
 class WrongSecretKey(DecryptionError):
