@@ -2,8 +2,11 @@
 
     python bench/invoice.py                   # 10k customers, 1M usage records
     BENCH_QUICK=1 python bench/invoice.py     # 1k customers, 100k usage records
+    BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres python bench/invoice.py
 
-A fresh SQLite database in a temp dir (schema by ``keyledger.db.migrate.upgrade``), the shipped plans
+A fresh SQLite database in a temp dir (or, with ``BENCH_DATABASE_URL`` naming a PostgreSQL server, a fresh
+database ``kl_bench_invoice_<pid>`` created on it and dropped afterwards; records are loaded with
+``COPY``) (schema by ``keyledger.db.migrate.upgrade``), the shipped plans
 (``src/keyledger/demo/plans/``, imported with ``pricing.service.import_plan_file``) spread over the
 customers, one managed connection, a key per customer, and ``usage_records`` + ``usage_daily`` rows for one
 month written with the driver's ``executemany`` (amounts as :func:`to_sqlite_units`, exact). Generation runs
@@ -33,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -41,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", 1_000 if QUICK else 10_000))
 RECORDS = int(os.environ.get("BENCH_RECORDS", 100_000 if QUICK else 1_000_000))
+SERVER_URL = os.environ.get("BENCH_DATABASE_URL")
 PERIOD = "2026-10"
 START = datetime(2026, 10, 1, tzinfo=UTC)
 END = datetime(2026, 11, 1, tzinfo=UTC)
@@ -109,7 +114,7 @@ def _dt(value: datetime) -> str:
 # --------------------------------------------------------------------------- data (child process)
 
 
-def generate(db_path: Path) -> None:
+def generate(url: str) -> None:
     from sqlalchemy import insert
 
     from keyledger.core.clock import FrozenClock
@@ -119,7 +124,7 @@ def generate(db_path: Path) -> None:
     from keyledger.db.tables_customers import connections, customers, keys
     from keyledger.pricing.service import import_plan_file
 
-    engine = make_engine(f"sqlite:///{db_path}")
+    engine = make_engine(url)
     upgrade(engine)
     clock = FrozenClock(datetime(2026, 1, 1, tzinfo=UTC))
     for f in sorted((ROOT / "src/keyledger/demo/plans").iterdir()):
@@ -152,23 +157,16 @@ def generate(db_path: Path) -> None:
                 for i, cid in enumerate(ids)
             ],
         )
-    engine.dispose()
 
     rnd = random.Random(4)
     seconds = int((END - START).total_seconds())
-    synced = _dt(NOW)
     cols = ("connection_id", "request_id", "api_key_id", "customer_id", "key_id", "created", "day",
             "endpoint", "method", "model", "line_item", "unit", "quantity", "cost_usd", "code", "tags",
             "synced_at", "batch")
-    sql = f"INSERT INTO usage_records ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
     daily: dict[tuple[str, str, str, str], list] = defaultdict(lambda: [None, None, 0, 0, 0])
-    con = sqlite3.connect(db_path)
-    con.execute("PRAGMA synchronous=OFF")
-    con.execute("PRAGMA cache_size=-262144")
-    chunk = 50_000
-    for base in range(0, RECORDS, chunk):
-        rows = []
-        for n in range(base, min(base + chunk, RECORDS)):
+
+    def records(base: int, stop: int):
+        for n in range(base, stop):
             i = rnd.randrange(CUSTOMERS)
             item, unit, usd, (qlo, qhi) = ITEMS[rnd.randrange(len(ITEMS))]
             quantity = Decimal(rnd.randint(qlo, qhi)) * CENT
@@ -176,67 +174,133 @@ def generate(db_path: Path) -> None:
                 quantity = quantity.to_integral_value()
             cost = (quantity * usd).quantize(Decimal("0.000001"))
             created = START + timedelta(seconds=rnd.randrange(seconds), microseconds=rnd.randrange(10**6))
-            ts = _dt(created)
             method, _, model = item.partition("::")
-            q_units, c_units = to_sqlite_units(quantity), to_sqlite_units(cost)
             accessor = f"acc-{i:06d}"
-            rows.append((CONNECTION, f"req-{n:08d}", accessor, ids[i], f"key_bench{i:06d}", ts, ts[:10],
-                         "speak" if unit == "character" else "listen", method, model, item, unit,
-                         q_units, c_units, 200, None, synced, "bench"))
-            d = daily[(accessor, ts[:10], item, ids[i])]
+            day = created.date()
+            d = daily[(accessor, day.isoformat(), item, ids[i])]
             d[0], d[1] = unit, item
-            d[2] += q_units
-            d[3] += c_units
+            d[2] += quantity
+            d[3] += cost
             d[4] += 1
+            yield (CONNECTION, f"req-{n:08d}", accessor, ids[i], f"key_bench{i:06d}", created, day,
+                   "speak" if unit == "character" else "listen", method, model, item, unit,
+                   quantity, cost, 200, None, NOW, "bench")
+
+    daily_cols = ("connection_id", "api_key_id", "day", "line_item", "customer_id", "unit", "quantity",
+                  "cost_usd", "requests")
+
+    def daily_rows():
+        return [(CONNECTION, acc, day, item, cid, v[0], v[2], v[3], v[4])
+                for (acc, day, item, cid), v in daily.items()]
+
+    chunk = 50_000
+    if url.startswith("sqlite"):
+        def native(row):  # SQLAlchemy's SQLite storage: datetimes as text, amounts as scaled integers
+            row = list(row)
+            row[5], row[6], row[16] = _dt(row[5]), row[6].isoformat(), _dt(row[16])
+            row[12], row[13] = to_sqlite_units(row[12]), to_sqlite_units(row[13])
+            return row
+
+        engine.dispose()
+        con = sqlite3.connect(url.removeprefix("sqlite:///"))
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute("PRAGMA cache_size=-262144")
+        sql = f"INSERT INTO usage_records ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+        for base in range(0, RECORDS, chunk):
+            with con:
+                con.executemany(sql, [native(r) for r in records(base, min(base + chunk, RECORDS))])
         with con:
-            con.executemany(sql, rows)
-    with con:
-        con.executemany(
-            "INSERT INTO usage_daily (connection_id, api_key_id, day, line_item, customer_id, unit, quantity,"
-            " cost_usd, requests) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(CONNECTION, acc, day, item, cid, v[0], v[2], v[3], v[4])
-             for (acc, day, item, cid), v in daily.items()],
-        )
-    con.execute("ANALYZE")
-    con.close()
+            marks = ", ".join("?" for _ in daily_cols)
+            con.executemany(
+                f"INSERT INTO usage_daily ({', '.join(daily_cols)}) VALUES ({marks})",
+                [(*r[:6], to_sqlite_units(r[6]), to_sqlite_units(r[7]), r[8]) for r in daily_rows()],
+            )
+        con.execute("ANALYZE")
+        con.close()
+        return
+    with engine.begin() as conn:
+        cur = conn.connection.driver_connection.cursor()
+        with cur.copy(f"COPY usage_records ({', '.join(cols)}) FROM STDIN") as copy:
+            for base in range(0, RECORDS, chunk):
+                for r in records(base, min(base + chunk, RECORDS)):
+                    copy.write_row(r)
+        with cur.copy(f"COPY usage_daily ({', '.join(daily_cols)}) FROM STDIN") as copy:
+            for r in daily_rows():
+                copy.write_row(r)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")
+    engine.dispose()
 
 
 # --------------------------------------------------------------------------- timed part (parent)
 
 BASELINE_SQL = (
     "SELECT customer_id, line_item, sum(quantity), sum(cost_usd) FROM usage_records "
-    "WHERE day >= ? AND day <= ? AND created >= ? AND created < ? "
+    "WHERE day >= :first AND day <= :last AND created >= :lo AND created < :hi "
     "GROUP BY customer_id, line_item"
 )
 
 
+def fresh_database() -> tuple[str, Callable[[], None]]:
+    """A new database's URL and how to remove it: SQLite in a temp dir, or on BENCH_DATABASE_URL's server."""
+    if SERVER_URL is None:
+        tmp = Path(tempfile.mkdtemp(prefix="kl-bench-invoice-"))
+        return f"sqlite:///{tmp / 'kl.db'}", lambda: shutil.rmtree(tmp, ignore_errors=True)
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    name = f"kl_bench_invoice_{os.getpid()}"
+    admin = create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+    return make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False), drop
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--generate":
-        generate(Path(sys.argv[2]))
+        generate(sys.argv[2])
         return
-    tmp = Path(tempfile.mkdtemp(prefix="kl-bench-invoice-"))
-    db_path = tmp / "kl.db"
+    url, drop = fresh_database()
+    try:
+        measure(url)
+    finally:
+        drop()
+
+
+def measure(url: str) -> None:
     g0 = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--generate", str(db_path)], check=True)
+    subprocess.run([sys.executable, __file__, "--generate", url], check=True)
     gen_s = time.perf_counter() - g0
+
+    from sqlalchemy import text
 
     from keyledger.core.clock import FrozenClock
     from keyledger.core.config import Settings
     from keyledger.db.engine import make_engine
     from keyledger.invoices.service import InvoiceService
 
-    engine = make_engine(f"sqlite:///{db_path}")
-    args = (START.date().isoformat(), (END.date() - timedelta(days=1)).isoformat(), _dt(START), _dt(END))
+    engine = make_engine(url)
+    sqlite = url.startswith("sqlite")
+    args = {"first": START.date(), "last": END.date() - timedelta(days=1), "lo": START, "hi": END}
+    if sqlite:  # the storage format, as SQLAlchemy's types would bind them
+        args = {k: v.isoformat() if k in ("first", "last") else _dt(v) for k, v in args.items()}
     base_times, groups = [], 0
     with engine.connect() as conn:
         for _ in range(3):
             b0 = time.perf_counter()
-            groups = len(conn.exec_driver_sql(BASELINE_SQL, args).fetchall())
+            groups = len(conn.execute(text(BASELINE_SQL), args).fetchall())
             base_times.append(time.perf_counter() - b0)
     baseline = min(base_times)
 
     clock = FrozenClock(NOW)
-    settings = Settings(database_url=f"sqlite:///{db_path}")
+    settings = Settings(database_url=url)
     service = InvoiceService.from_settings(engine, clock, settings, actor="bench")
     sampler = RssSampler()
     sampler.start()
@@ -250,18 +314,18 @@ def main() -> None:
         outcomes[e.outcome] += 1
     with engine.connect() as conn:
         claimed = conn.exec_driver_sql("SELECT count(*) FROM invoice_usage").scalar_one()
-        in_period = conn.exec_driver_sql(
-            "SELECT count(*) FROM usage_records WHERE created >= ? AND created < ?", args[2:]
+        in_period = conn.execute(
+            text("SELECT count(*) FROM usage_records WHERE created >= :lo AND created < :hi"),
+            {"lo": args["lo"], "hi": args["hi"]},
         ).scalar_one()
     engine.dispose()
-    size = {"customers": CUSTOMERS, "records": RECORDS}
+    size = {"customers": CUSTOMERS, "records": RECORDS, "database": "sqlite" if sqlite else "postgresql"}
     emit("run_seconds", run_s, "s", baseline, groups=groups, outcomes=dict(outcomes),
          claimed=claimed, records_in_period=in_period, generate_seconds=round(gen_s, 1), **size)
     emit("run_per_customer_ms", run_s * 1000 / CUSTOMERS, "ms", baseline * 1000 / CUSTOMERS, **size)
     emit("run_peak_rss_mb", rss, "MB", start_mb=round(sampler.start_mb, 1),
          process_peak_mb=round(peak_rss_mb(), 1), **size)
     emit("run_peak_rss_mb_per_10k_customers", rss * 10_000 / CUSTOMERS, "MB", **size)
-    shutil.rmtree(tmp, ignore_errors=True)
     if outcomes.get("created") != CUSTOMERS or claimed != in_period:
         raise SystemExit(f"run incomplete: {dict(outcomes)}, claimed {claimed} of {in_period}")
 

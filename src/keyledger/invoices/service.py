@@ -328,10 +328,12 @@ class InvoiceService:
         for d in todo:
             for q in issued.get(d.customer.id, []):
                 late_windows.setdefault((q["period"], q["starts_at"], q["ends_at"]), []).append(d.invoice_id)
+        claimed_late: list[str] = []
         for window in sorted(late_windows):
             _, lo, hi = window
-            store.claim_for(db, late_windows[window], lo, hi, late=True)
-        with_late = store.with_late_claims(db, drafts)
+            if store.claim_for(db, late_windows[window], lo, hi, late=True):
+                claimed_late += late_windows[window]
+        with_late = store.with_late_claims(db, sorted(set(claimed_late)))
         # 3. price (pure), then write every draft's lines, totals and audit entry at once.
         lines: dict[str, list[calc.Line]] = {}
         updates: list[dict[str, Any]] = []

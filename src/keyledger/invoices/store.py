@@ -5,7 +5,7 @@ Every function takes an open connection; the caller (``service``) owns the trans
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -255,13 +255,18 @@ iu = invoice_usage.c
 
 
 def _in_range(lo: datetime, hi: datetime) -> tuple:
-    """created in [lo, hi); the UTC-day bounds let the (customer_id, day) index narrow the scan."""
-    return (
-        ur.day >= lo.astimezone(UTC).date(),
-        ur.day <= hi.astimezone(UTC).date(),
-        ur.created >= lo,
-        ur.created < hi,
-    )
+    """created in [lo, hi). The UTC-day bounds (``day`` is the UTC date of ``created``) let the
+    (customer_id, day) index narrow the scan, and the days wholly inside [lo, hi) are decided from the
+    index alone: only records of the edge days need their row read to compare ``created`` (SQLite defers
+    that read until the OR needs it), which makes a month's claim several times cheaper."""
+    lo_utc, hi_utc = lo.astimezone(UTC), hi.astimezone(UTC)
+    first, last = lo_utc.date(), hi_utc.date()
+    whole_from = first if lo_utc.time() == time(0) else first + timedelta(days=1)
+    whole_to = last - timedelta(days=1)
+    inside = and_(ur.created >= lo, ur.created < hi)
+    if whole_from <= whole_to:
+        inside = or_(and_(ur.day >= whole_from, ur.day <= whole_to), inside)
+    return (ur.day >= first, ur.day <= last, inside)
 
 
 def _unclaimed():
