@@ -16,7 +16,7 @@ then the state becomes ``revoked``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +26,7 @@ from keyledger.budgets import model, store
 from keyledger.core.errors import KeyledgerError, NotFound, ProviderError
 from keyledger.core.faults import fault_point
 from keyledger.core.ids import new_id
-from keyledger.core.leases import local_owner
+from keyledger.core.leases import dead_local_owner, local_owner
 from keyledger.core.money import format_amount
 from keyledger.customers import store as customer_store
 from keyledger.customers.service import Deps, KeyService, suspend_in
@@ -48,6 +48,13 @@ class Outcome:
     enforced: bool = False  # this call ran the enforcement (holder of the lease)
     revoked_keys: list[str] = field(default_factory=list)
     error: str | None = None
+
+
+def enforce_lease_free(row: Any, now: datetime) -> bool:
+    """No one is enforcing: no lease, an expired one, or one held by a process on this host that died
+    (killed mid-revocation: the next evaluation finishes the job instead of waiting out the lease)."""
+    until = row["enforce_until"]
+    return until is None or until <= now or dead_local_owner(row["enforce_owner"])
 
 
 def _owner() -> str:
@@ -226,7 +233,7 @@ class BudgetService:
                 "spent_usd": spent,
                 "evaluated_at": now,
             }
-            free = row["enforce_until"] is None or row["enforce_until"] <= now
+            free = enforce_lease_free(row, now)
             take = d.state == "revoke_pending" and free
             if take:
                 values.update(
@@ -246,7 +253,7 @@ class BudgetService:
             row = store.lock_period(db, customer_id, period, now)
             if row["state"] != "revoke_pending":
                 return None
-            if row["enforce_until"] is not None and row["enforce_until"] > now:
+            if not enforce_lease_free(row, now):
                 return None
             store.update_period(
                 db,
@@ -275,6 +282,7 @@ class BudgetService:
             for k in active:
                 try:
                     key, already = keys.revoke(k.id, reason="suspend")
+                    fault_point("budgets.after_revoke_key")
                     if not already:
                         out.revoked_keys.append(key.id)
                 except ProviderError as exc:

@@ -752,6 +752,7 @@ class KeyService:
             provider.delete_key(key.api_key_id)
         finally:
             provider.close()
+        fault_point("keys.revoke_after_delete")
         now = self.deps.clock.now()
         with _tx(self.deps.engine) as db:
             if not store.mark_key_revoked(db, key.id, now):
