@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lint test bench demo clean
+.PHONY: install lint test bench demo clean soak
 
 # Creates the virtualenv when missing and installs the project with its test extras,
 # every package pinned (pyproject pins direct deps, constraints.txt the rest).
@@ -22,6 +22,11 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# The fault suite's long form: KEYLEDGER_SOAK_SEEDS seeds (default 300) on SQLite, every tenth on
+# PostgreSQL when KEYLEDGER_TEST_POSTGRES_URL is set; the last line prints the figures.
+soak: install
+	KEYLEDGER_SOAK_SEEDS=$${KEYLEDGER_SOAK_SEEDS:-300} $(BIN)/pytest tests/reliability/test_fault_seeds.py -q -k seeded
 
 bench: install
 	@for b in bench/*.py; do echo "# $$b" >&2; $(BIN)/python $$b || exit 1; done
