@@ -56,8 +56,12 @@ def at(day: int, month: int = 11) -> datetime:
     return datetime(2026, month, day, 12, 0, tzinfo=UTC)
 
 
-def rec(line_item: str, unit: str, quantity: str, usd: str, created: datetime, rid="r") -> LedgerRecord:
-    return LedgerRecord(rid, line_item, unit, Decimal(quantity), Decimal(usd), created)
+def on(day: int, month: int = 11) -> date:
+    return date(2026, month, day)
+
+
+def rec(line_item: str, unit: str, quantity: str, usd: str, day: date, rid="r") -> LedgerRecord:
+    return LedgerRecord(rid, line_item, unit, Decimal(quantity), Decimal(usd), day)
 
 
 @pytest.fixture
@@ -77,18 +81,18 @@ def test_effective_dates_pick_the_entry_in_effect_on_the_records_utc_day(config)
 
 
 def test_expected_cost_is_exact_in_the_price_unit(config):
-    minutes = check_record(rec("streaming::nova-3", "minute", "2.5", "0.012", at(3)), config)
+    minutes = check_record(rec("streaming::nova-3", "minute", "2.5", "0.012", on(3)), config)
     assert minutes.expected_usd == Decimal("0.01200") and not minutes.disagrees
-    chars = check_record(rec("sync::aura-2", "character", "1234", "0.03702", at(3)), config)
+    chars = check_record(rec("sync::aura-2", "character", "1234", "0.03702", on(3)), config)
     assert chars.expected_usd == Decimal("0.03702") and not chars.disagrees
-    hours = check_record(rec("async::nova-3", "minute", "30", "0.129", at(3)), config)
+    hours = check_record(rec("async::nova-3", "minute", "30", "0.129", on(3)), config)
     assert hours.expected_usd == Decimal("0.129") and not hours.disagrees
     assert all(isinstance(c.expected_usd, Decimal) for c in (minutes, chars, hours))
 
 
 def test_tier_changes_the_expected_price(config):
     growth = PriceCheckConfig(config.prices, tier="growth")
-    r = rec("streaming::nova-3", "minute", "10", "0.048", at(3))
+    r = rec("streaming::nova-3", "minute", "10", "0.048", on(3))
     assert check_record(r, growth).expected_usd == Decimal("0.0420")
     assert check_record(r, growth).disagrees  # Deepgram billed the pay-as-you-go price
     assert not check_record(r, config).disagrees
@@ -121,14 +125,14 @@ def test_tolerance_settings_are_exact_decimals():
 
 
 def test_unknown_line_items_and_unit_mismatches_are_listed_not_guessed(config):
-    assert check_record(rec("sync::nova-2", "minute", "5", "0.0215", at(3)), config).price is None
+    assert check_record(rec("sync::nova-2", "minute", "5", "0.0215", on(3)), config).price is None
     # a price per character cannot price minutes
-    assert check_record(rec("sync::aura-2", "minute", "5", "0.1", at(3)), config).price is None
+    assert check_record(rec("sync::aura-2", "minute", "5", "0.1", on(3)), config).price is None
     report = summarize(
         [
-            rec("sync::nova-2", "minute", "5", "0.0215", at(3)),
-            rec("sync::nova-2", "minute", "1", "0.0043", at(4)),
-            rec("streaming::nova-3", "minute", "1", "0.0048", at(4)),
+            rec("sync::nova-2", "minute", "5", "0.0215", on(3)),
+            rec("sync::nova-2", "minute", "1", "0.0043", on(4)),
+            rec("streaming::nova-3", "minute", "1", "0.0048", on(4)),
         ],
         config,
     )
@@ -141,10 +145,10 @@ def test_unknown_line_items_and_unit_mismatches_are_listed_not_guessed(config):
 
 def test_summary_per_line_item_with_disagreeing_examples(config):
     records = [
-        rec("streaming::nova-3", "minute", "10", "0.048", at(3), "a"),
-        rec("streaming::nova-3", "minute", "10", "0.050", at(20), "b"),  # new price from the 15th
-        rec("streaming::nova-3", "minute", "10", "0.060", at(21), "c"),  # wrong
-        rec("sync::aura-2", "character", "1000", "0.030", at(5), "d"),
+        rec("streaming::nova-3", "minute", "10", "0.048", on(3), "a"),
+        rec("streaming::nova-3", "minute", "10", "0.050", on(20), "b"),  # new price from the 15th
+        rec("streaming::nova-3", "minute", "10", "0.060", on(21), "c"),  # wrong
+        rec("sync::aura-2", "character", "1000", "0.030", on(5), "d"),
     ]
     report = summarize(records, config)
     nova = next(line for line in report["lines"] if line["line_item"] == "streaming::nova-3")

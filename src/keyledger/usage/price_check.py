@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -68,7 +68,7 @@ class LedgerRecord(NamedTuple):
     unit: str  # the ledger unit: minute | character | token
     quantity: Decimal
     cost_usd: Decimal  # Deepgram's usd
-    created: datetime
+    day: date  # the UTC day of ``created`` (prices change at a UTC day)
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class RecordCheck:
 
 
 def check_record(record: LedgerRecord, config: PriceCheckConfig) -> RecordCheck:
-    price = config.prices.price_at(record.line_item, config.tier, record.created)
+    price = config.prices.price_at(record.line_item, config.tier, record.day)
     if price is None or price.ledger_unit != record.unit:
         return RecordCheck(None, None, False)
     expected = price.cost(record.quantity)
@@ -96,42 +96,61 @@ class _Line:
     prices: dict[tuple[Decimal, str, object], None] = field(default_factory=dict)
 
 
+def _resolve(
+    r: LedgerRecord,
+    config: PriceCheckConfig,
+    checked: dict[str, _Line],
+    unknown: dict[tuple[str, str], _Line],
+) -> tuple[_Line, ListPrice | None]:
+    """The cell a record's (line item, unit, day) adds to, and the price in effect (None: unknown)."""
+    price = check_record(r, config).price
+    if price is None:
+        cell = unknown.get((r.line_item, r.unit))
+        if cell is None:
+            cell = unknown[(r.line_item, r.unit)] = _Line(r.unit)
+        return cell, None
+    line = checked.get(r.line_item)
+    if line is None:
+        line = checked[r.line_item] = _Line(r.unit)
+    line.prices[(price.price, price.unit, price.effective_from)] = None
+    return line, price
+
+
 def summarize(records: Iterable[LedgerRecord], config: PriceCheckConfig) -> dict:
     """Per line item: records, Deepgram's usd, the list's expected usd, the difference (Deepgram −
     expected) and the disagreeing records; unknown line items apart; the first disagreeing records."""
     checked: dict[str, _Line] = {}
     unknown: dict[tuple[str, str], _Line] = {}
     examples: list[dict] = []
+    # (line item, unit, day) → the line's cell and the price in effect (None: unknown); few distinct keys
+    resolved: dict[tuple[str, str, date], tuple[_Line, ListPrice | None]] = {}
+    absolute, relative = config.tolerance.absolute_usd, config.tolerance.relative
     for r in records:
-        result = check_record(r, config)
-        if result.price is None:
-            cell = unknown.get((r.line_item, r.unit))
-            if cell is None:
-                cell = unknown[(r.line_item, r.unit)] = _Line(r.unit)
-            cell.records += 1
-            cell.provider_usd += r.cost_usd
-            continue
-        line = checked.get(r.line_item)
-        if line is None:
-            line = checked[r.line_item] = _Line(r.unit)
-        p = result.price
-        line.prices[(p.price, p.unit, p.effective_from)] = None
+        key = (r.line_item, r.unit, r.day)
+        found = resolved.get(key)
+        if found is None:
+            found = resolved[key] = _resolve(r, config, checked, unknown)
+        line, price = found
         line.records += 1
         line.provider_usd += r.cost_usd
-        line.expected_usd += result.expected_usd
-        if result.disagrees:
+        if price is None:
+            continue
+        expected = price.cost(r.quantity)
+        line.expected_usd += expected
+        # Tolerance.disagrees, inlined: this loop runs once per ledger record
+        if abs(r.cost_usd - expected) > max(absolute, relative * abs(expected)):
             line.disagreeing += 1
             if len(examples) < EXAMPLES:
                 examples.append(
                     {
                         "request_id": r.request_id,
                         "line_item": r.line_item,
-                        "created": r.created,
+                        "day": r.day,
                         "quantity": r.quantity,
                         "unit": r.unit,
                         "provider_usd": r.cost_usd,
-                        "expected_usd": result.expected_usd,
-                        "difference_usd": r.cost_usd - result.expected_usd,
+                        "expected_usd": expected,
+                        "difference_usd": r.cost_usd - expected,
                     }
                 )
     lines = [

@@ -49,7 +49,8 @@ class ListPrice:
 
     def cost(self, ledger_quantity: Decimal) -> Decimal:
         """Exact list cost of a quantity in ledger units (no rounding)."""
-        return self.price * ledger_quantity / PRICE_UNITS[self.unit][1]
+        per = PRICE_UNITS[self.unit][1]
+        return self.price * ledger_quantity if per == 1 else self.price * ledger_quantity / per
 
 
 @dataclass(frozen=True)
