@@ -21,12 +21,20 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from keyledger.bootstrap import Runtime
 from keyledger.budgets.service import BudgetService
+from keyledger.core.config import Settings
+from keyledger.core.crypto import generate_key
+from keyledger.customers.service import ConnectionService, CustomerService, KeyService
 from keyledger.db.tables_invoices import invoice_lines, invoice_usage, invoices
 from keyledger.db.tables_usage import usage_records
 from keyledger.provider.port import UsageRecord
 from keyledger.usage import store as usage_store
+from keyledger.usage.service import SyncService
 from tests.invoice_support import World
+from tests.usage_support import inject, ledger_rows
+
+from ._concurrency_support import assert_ledger_is_dgemu, iso
 
 US = timedelta(microseconds=1)
 PRICE = Decimal("0.0100")  # the FLAT plan's streaming::nova-3 price per minute
@@ -235,3 +243,61 @@ def test_budget_period_resets_at_local_midnight(engine, case):
     w.clock.set(case.ends_at)
     after = budgets.evaluate(cid)
     assert (after.period, after.spent) == (shift(case.period, 1), spent[shift(case.period, 1)])
+
+
+SYNCED = [c for c in CASES if c.period < "2026-11"]  # in the past for dgemu, whose clock is real
+
+
+def test_synced_from_dgemu_each_boundary_record_lands_in_one_invoice(db_url, engine, dgemu, tmp_path):
+    """Through a real sync: dgemu's records at the boundary instants reach the ledger exactly (same ids,
+    same microsecond), and each is billed once, by the invoice of its local month."""
+    w = World(engine, at=utc(2025, 12, 1))
+    rt = Runtime(
+        settings=Settings(database_url=db_url, secret_key=generate_key(), provider_max_retries=1),
+        environ={"DEEPGRAM_API_KEY": dgemu.owner_key},
+    )
+    rt.clock = w.clock
+    try:
+        con = ConnectionService(rt, environ=rt.environ).add(
+            "dg", project_id=dgemu.project_id, base_url=dgemu.base_url
+        )
+        expected: dict[str, tuple[str, str, datetime]] = {}  # request id -> customer, local month, instant
+        for n, case in enumerate(SYNCED):
+            cust = CustomerService(rt).add(case.id, external_id=f"c{n}", plan="flat", timezone=case.tz)
+            key = KeyService(rt).create(f"c{n}", connection="dg").key.api_key_id
+            items = []
+            for i, at in enumerate(boundary_instants(case)):
+                rid = f"{n}-{i}"
+                items.append(
+                    {
+                        "request_id": rid,
+                        "api_key_id": key,
+                        "created": iso(at),
+                        "endpoint": "listen",
+                        "method": "sync",
+                        "model": "nova-3",
+                        "duration_seconds": 60 * 2**i,
+                    }
+                )
+                expected[rid] = (cust.id, local_month(at, case.tz), at)
+            inject(dgemu, items)
+        sync = SyncService(rt.engine, rt.settings, rt.clock, lambda c: rt.provider_for(c.id))
+        for case in sorted(SYNCED, key=lambda c: c.starts_at):  # within Deepgram's 90-day retention
+            w.clock.set(case.ends_at + timedelta(days=5))
+            last = max(boundary_instants(case))
+            sync.sync(connection="dg", since=case.starts_at - timedelta(days=2), until=last + US)
+        assert_ledger_is_dgemu(engine, dgemu, {con.id: (dgemu.project_id, dgemu.owner_key)})
+        ledger = {r["request_id"]: (r["customer_id"], r["created"]) for r in ledger_rows(engine, con.id)}
+        assert ledger == {rid: (c, at) for rid, (c, _, at) in expected.items()}
+
+        for cust_id, month in {(c, m) for c, m, _ in expected.values()}:
+            w.service.run(month, customer=cust_id)
+        periods = {
+            row["id"]: (cust_id, period)
+            for cust_id in {c for c, _, _ in expected.values()}
+            for period, row in invoice_rows(engine, cust_id).items()
+        }
+        billed = {rid: periods[inv] for rid, (inv, late) in claims(engine).items() if not late}
+        assert billed == {rid: (c, m) for rid, (c, m, _) in expected.items()}
+    finally:
+        rt.engine.dispose()
