@@ -1,4 +1,5 @@
-"""``keyledger price-check`` and the ``price_check`` part of ``keyledger reconcile``, over real dgemu traffic.
+"""``keyledger usage price-check`` (also ``keyledger price-check``) and the ``price_check`` part of
+``keyledger reconcile``, over real dgemu traffic.
 
 dgemu prices requests with its own table. This dgemu runs with a copy of that table in which one line
 item (``sync::aura-2``) costs 0.0315 per 1k characters instead of the list's 0.030: Deepgram billing
@@ -100,7 +101,7 @@ def test_dgemu_priced_records_agree_and_the_overpriced_one_is_flagged(env):
     total = sum(line["records"] for line in report["lines"]) + sum(u["records"] for u in unknown.values())
     assert report["checked_records"] + sum(u["records"] for u in unknown.values()) == total == len(listen) + 1
 
-    human = env.run("price-check", "--period", period)
+    human = env.run("usage", "price-check", "--period", period)
     assert human.returncode == 0, human.stderr
     assert "1 DISAGREE" in human.stdout and "req-overpriced" in human.stdout
     assert "async::nova-2" in human.stdout and "no list price" in human.stdout
@@ -148,7 +149,7 @@ def test_dgemu_priced_records_agree_and_the_overpriced_one_is_flagged(env):
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_1(env, args, environ, message):
-    res = env.run("price-check", *args, **environ)
+    res = env.run("usage", "price-check", *args, **environ)
     assert res.returncode == 1, (res.stdout, res.stderr)
     assert message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 import typer
+from typer.core import TyperCommand
 
 from keyledger.core import output
 from keyledger.core.money import format_amount, round_money
@@ -76,7 +77,8 @@ def usage(
     by: str = typer.Option("line-item", "--by", help="Group by day, line-item or key."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """A customer's usage from the ledger's daily rollups."""
+    """A customer's usage from the ledger's daily rollups. (`keyledger usage price-check --period YYYY-MM`
+    prices the ledger with keyledger's copy of Deepgram's price list.)"""
     runtime = ctx.obj
     today = service.utc_today(runtime.clock)
     start = model.parse_date(from_, "--from") if from_ else model.month_of(today)[0]
@@ -191,6 +193,18 @@ def register(app: typer.Typer, *, include_sync: bool = False) -> None:
     mounts it (sync, then budgets, which sit above usage); ``include_sync`` is accepted for callers that
     still pass it and mounts nothing."""
     del include_sync
-    app.command("usage")(usage)
+    app.command("usage", cls=_UsageCommand)(usage)
     app.command("reconcile")(reconcile)
     app.command("price-check")(price_check)
+
+
+class _UsageCommand(TyperCommand):
+    """``keyledger usage price-check …`` runs ``keyledger price-check …``: ``usage`` itself takes a customer
+    (the §11 ``usage`` contract), so the price check is a sibling command also reachable under ``usage``."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        if args and args[0] == "price-check" and parent is not None:
+            sibling = parent.command.get_command(parent, "price-check")
+            if sibling is not None:
+                return sibling.make_context(f"{info_name} price-check", args[1:], parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
