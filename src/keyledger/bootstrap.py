@@ -120,13 +120,15 @@ def register_serve(app) -> None:
 SECRET_KEY_PARTS = ("secret", "token", "password", "authorization", "api_key", "apikey", "cookie",
                     "credential", "ciphertext", "private_key")
 SECRET_VALUE = re.compile(r"\b(kla_|klp_|whsec_|Bearer |Token )[A-Za-z0-9._~+/=-]{6,}")
+NOT_SECRET_SUFFIXES = ("_id", "_ids", "_env", "_count")
 REDACTED = "[redacted]"
 
 
 def _secret_bearing(key: str) -> bool:
-    """A log key that may hold a secret: named after one, unless an id (``api_key_id``, ``token_id``)."""
+    """A log key that may hold a secret: named after one, unless it names an id, a variable or a count
+    (``api_key_id``, ``token_ids``, ``api_key_env``, ``token_count``)."""
     k = key.lower()
-    return not k.endswith("_id") and any(part in k for part in SECRET_KEY_PARTS)
+    return not k.endswith(NOT_SECRET_SUFFIXES) and any(part in k for part in SECRET_KEY_PARTS)
 
 
 def _scrub(value: object) -> object:

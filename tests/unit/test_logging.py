@@ -55,12 +55,13 @@ def test_secret_bearing_keys_and_token_formats_are_redacted(capsys, restore_logg
     log = structlog.get_logger("keyledger.test")
     log.warning("oops", api_key=DG_SECRET, secret="whsec_c2VjcmV0c2VjcmV0", token="kla_abcdefghijklmnop",
                 headers={"Authorization": f"Token {DG_SECRET}", "accept": "json"},
-                detail="retried with Bearer klp_zyxwvutsrqponm", api_key_id="acc-1", token_id="adm_1")
+                detail="retried with Bearer klp_zyxwvutsrqponm", api_key_id="acc-1", token_id="adm_1",
+                api_key_env="DG_KEY")
     logging.getLogger("keyledger.api").warning("sent whsec_abcdefghijkl to a receiver")
     err = capsys.readouterr().err
     for secret in (DG_SECRET, "c2VjcmV0c2VjcmV0", "abcdefghijklmnop", "zyxwvutsrqponm", "abcdefghijkl"):
         assert secret not in err
-    assert "acc-1" in err and "adm_1" in err  # ids are not secrets
+    assert "acc-1" in err and "adm_1" in err and "DG_KEY" in err  # ids and variable names are not secrets
     if fmt == "json":
         event, stdlib = json_lines(err)
         assert event["api_key"] == event["secret"] == event["token"] == "[redacted]"
