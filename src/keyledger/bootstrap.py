@@ -59,6 +59,8 @@ class Runtime:
             credentials,
             timeout=self.settings.provider_timeout_seconds,
             max_retries=self.settings.provider_max_retries,
+            max_response_bytes=self.settings.provider_max_response_bytes,
+            max_record_usd=self.settings.provider_max_record_usd,
         )
 
     def make_provider(self, credentials: ProviderCredentials) -> Provider:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ class Settings(BaseSettings):
     sync_lease_seconds: int = 300
     provider_timeout_seconds: float = 30.0  # float-ok: a timeout, not money
     provider_max_retries: int = 6
+    # Hostile-provider bounds (docs/usage-ledger.md): a request costing more than this is refused (USD,
+    # exact), and so is a response body larger than this many bytes.
+    provider_max_record_usd: Decimal = Field(default=Decimal(10_000), gt=0, lt=10**17)
+    provider_max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Price check (docs/usage-ledger.md): keyledger's copy of Deepgram's prices (a file of negotiated rates;
     # default: the list shipped in keyledger/provider/deepgram/prices.toml), the tier billed, and when a
     # record's usd disagrees: |usd - expected| > max(absolute_usd, relative * expected), exact decimals.

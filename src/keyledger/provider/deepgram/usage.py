@@ -11,7 +11,12 @@ Wire choices follow ``docs/dgemu.md`` (the written contract), not any emulator's
 - the line item is ``<method>::<family>`` where the family is the longest family named by
   ``billing/fields`` that prefixes the model, else ``<method>::<model>``.
 
-Missing or extra fields are tolerated: a record is never dropped for a field it lacks.
+Missing or extra fields are tolerated: a record is never dropped for a field it lacks. Hostile values
+are refused, never repaired: a ``usd`` that is negative, NaN/Infinity, not a number, above the ceiling
+(``provider_max_record_usd``, default 10,000 USD per request) or finer than the ledger's 10 decimal
+places, and a ``total_audio``/``characters``/``tokens_*`` that is negative, NaN/Infinity or not a
+number raise ProviderError naming the record and the field; so does a page holding more records than
+the ``limit`` asked for. The sync then fails with its watermark unchanged (``docs/usage-ledger.md``).
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from keyledger.core.errors import ProviderError
-from keyledger.core.money import loads_exact
-from keyledger.provider.deepgram.http import DeepgramHTTP
+from keyledger.provider.deepgram.http import DEFAULT_MAX_RECORD_USD, DeepgramHTTP, decode_json
 from keyledger.provider.port import BillingRow, RequestsPage, UsageRecord
 
 _ZERO = Decimal(0)
+_UNBOUNDED = Decimal("Infinity")
 _SIXTY = Decimal(60)
 QUANTITY_QUANTUM = Decimal(1).scaleb(-10)
+USD_QUANTUM = Decimal(1).scaleb(-10)  # the ledger keeps 10 decimal places; a finer usd is refused
+#: Audio seconds of one request above which total_audio is refused as absurd (about 3 years).
+MAX_AUDIO_SECONDS = Decimal(10) ** 8
 
 _ENDPOINTS = (
     ("/v1/listen", "listen"),
@@ -63,22 +71,50 @@ def parse_instant(value: Any) -> datetime:
 
 
 def _dec(value: Any) -> Decimal:
-    """A JSON number (already Decimal or int from loads_exact) or numeric string as Decimal; else 0."""
-    if value is None or isinstance(value, bool):
+    """A JSON number (Decimal or int from decode_json) or numeric string as Decimal; missing (None) is 0.
+    Raises ValueError for anything else, NaN and Infinity included (never silently 0)."""
+    if value is None:
         return _ZERO
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a number")
     if isinstance(value, Decimal):
-        return value if value.is_finite() else _ZERO
-    if isinstance(value, int):
+        result = value
+    elif isinstance(value, int):
         return Decimal(value)
-    if isinstance(value, str):
+    elif isinstance(value, str):
         try:
             result = Decimal(value.strip())
         except InvalidOperation:
-            return _ZERO
-        return result if result.is_finite() else _ZERO
-    if isinstance(value, float):  # float-ok: only reached when a caller parsed JSON without loads_exact
-        return Decimal(repr(value))
-    return _ZERO
+            raise ValueError(f"{value[:40]!r} is not a number") from None
+    elif isinstance(value, float):  # float-ok: only reached when a caller parsed JSON without decode_json
+        result = Decimal(repr(value))
+    else:
+        raise ValueError(f"a {type(value).__name__} is not a number")
+    if not result.is_finite():
+        raise ValueError(f"{result} is not a finite number")
+    return result
+
+
+def _refused(request_id: Any, field: str, detail: str) -> ProviderError:
+    return ProviderError(f"Deepgram request log: record {str(request_id)[:80]!r}: {field} {detail}; refused")
+
+
+def _checked(
+    details: dict[str, Any], field: str, request_id: Any, ceiling: Decimal, quantum: Decimal | None = None
+) -> Decimal:
+    """``details[field]`` as a finite Decimal in [0, ceiling] (missing: 0), else ProviderError."""
+    try:
+        value = _dec(details.get(field))
+    except ValueError as exc:
+        raise _refused(request_id, field, str(exc)) from None
+    if value < 0:
+        raise _refused(request_id, field, f"{value} is negative")
+    if value > ceiling:
+        raise _refused(request_id, field, f"{value} is above the ceiling {ceiling}")
+    if quantum is not None and value != value.quantize(quantum):
+        places = -quantum.as_tuple().exponent
+        raise _refused(request_id, field, f"{value} has more than {places} decimal places")
+    return value
 
 
 def endpoint_of(path: Any) -> str:
@@ -114,8 +150,11 @@ _FAST_ENDPOINTS = {prefix: name for prefix, name in _ENDPOINTS}
 _NUMBER = (Decimal, int)
 
 
-def parse_request(raw: dict[str, Any], resolve: LineItemResolver) -> UsageRecord:
-    """One request-log record → UsageRecord. Raises ValueError only when the record has no id or time.
+def parse_request(
+    raw: dict[str, Any], resolve: LineItemResolver, max_usd: Decimal = DEFAULT_MAX_RECORD_USD
+) -> UsageRecord:
+    """One request-log record → UsageRecord. Raises ValueError when the record has no id or time, and
+    ProviderError for a hostile value (see the module docstring).
 
     A fast path handles the well-formed successful record (the hot path of a sync); anything unusual
     goes to :func:`parse_request_tolerant`, which gives the same result for the same input."""
@@ -127,7 +166,7 @@ def parse_request(raw: dict[str, Any], resolve: LineItemResolver) -> UsageRecord
         model = models[0] if type(models) is list else None
         api_key_id, created_s = raw["api_key_id"], raw["created"]
     except (KeyError, TypeError, IndexError):
-        return parse_request_tolerant(raw, resolve)
+        return parse_request_tolerant(raw, resolve, max_usd)
     if (
         type(code) is not int or code >= 400 or type(request_id) is not str or not request_id
         or type(method) is not str or not method or type(model) is not str or type(usd) not in _NUMBER
@@ -135,37 +174,46 @@ def parse_request(raw: dict[str, Any], resolve: LineItemResolver) -> UsageRecord
         or (tags and (type(tags) is not list or any(type(t) is not str for t in tags)))
         or (type(usd) is Decimal and not usd.is_finite())
     ):
-        return parse_request_tolerant(raw, resolve)
+        return parse_request_tolerant(raw, resolve, max_usd)
+    if not _ZERO <= usd <= max_usd or (type(usd) is Decimal and usd.as_tuple().exponent < -10):
+        return parse_request_tolerant(raw, resolve, max_usd)  # refuses it, or a harmless trailing zero
     if endpoint == "listen" or endpoint == "agent":
         seconds = details.get("total_audio")
-        if type(seconds) not in _NUMBER or (type(seconds) is Decimal and not seconds.is_finite()):
-            return parse_request_tolerant(raw, resolve)
+        if (
+            type(seconds) not in _NUMBER
+            or (type(seconds) is Decimal and not seconds.is_finite())
+            or not _ZERO <= seconds <= MAX_AUDIO_SECONDS
+        ):
+            return parse_request_tolerant(raw, resolve, max_usd)
         quantity = (seconds / _SIXTY).quantize(QUANTITY_QUANTUM, ROUND_HALF_EVEN)
         unit = "minute"
     elif endpoint == "speak":
         chars = details.get("characters")
-        if type(chars) is not int:
-            return parse_request_tolerant(raw, resolve)
+        if type(chars) is not int or chars < 0:
+            return parse_request_tolerant(raw, resolve, max_usd)
         quantity, unit = Decimal(chars), "character"
     else:
         t_in, t_out = details.get("tokens_in"), details.get("tokens_out")
-        if type(t_in) is not int or type(t_out) is not int:
-            return parse_request_tolerant(raw, resolve)
+        if type(t_in) is not int or type(t_out) is not int or t_in < 0 or t_out < 0:
+            return parse_request_tolerant(raw, resolve, max_usd)
         quantity, unit = Decimal(t_in + t_out), "token"
     try:
         created = datetime.fromisoformat(created_s)
     except ValueError:
-        return parse_request_tolerant(raw, resolve)
-    if created.tzinfo is None or created.utcoffset():
-        return parse_request_tolerant(raw, resolve)
+        return parse_request_tolerant(raw, resolve, max_usd)
+    if created.tzinfo is not UTC:  # "Z" and "+00:00" parse to the UTC singleton; anything else is slow
+        return parse_request_tolerant(raw, resolve, max_usd)
+    line_item = resolve._cache.get((method, model)) or resolve(method, model)
     return UsageRecord(
-        request_id, api_key_id, created, endpoint, method, model, resolve(method, model), unit, quantity,
+        request_id, api_key_id, created, endpoint, method, model, line_item, unit, quantity,
         Decimal(usd), code, tuple(tags) if tags else (),
     )
 
 
-def parse_request_tolerant(raw: dict[str, Any], resolve: LineItemResolver) -> UsageRecord:
-    """The careful parse: any shape, missing or odd fields tolerated."""
+def parse_request_tolerant(
+    raw: dict[str, Any], resolve: LineItemResolver, max_usd: Decimal = DEFAULT_MAX_RECORD_USD
+) -> UsageRecord:
+    """The careful parse: any shape, missing or odd fields tolerated, hostile values refused."""
     request_id = raw.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise ValueError("request record without request_id")
@@ -193,14 +241,18 @@ def parse_request_tolerant(raw: dict[str, Any], resolve: LineItemResolver) -> Us
     else:
         model = "unknown"
     unit = _UNITS.get(endpoint, "request")
+    cost_usd = _checked(details, "usd", request_id, max_usd, USD_QUANTUM)
     if code is not None and code >= 400:
         quantity = _ZERO
     elif endpoint in ("listen", "agent"):
-        quantity = (_dec(details.get("total_audio")) / _SIXTY).quantize(QUANTITY_QUANTUM, ROUND_HALF_EVEN)
+        seconds = _checked(details, "total_audio", request_id, MAX_AUDIO_SECONDS)
+        quantity = (seconds / _SIXTY).quantize(QUANTITY_QUANTUM, ROUND_HALF_EVEN)
     elif endpoint == "speak":
-        quantity = _dec(details.get("characters"))
+        quantity = _checked(details, "characters", request_id, _UNBOUNDED)
     elif endpoint == "read":
-        quantity = _dec(details.get("tokens_in")) + _dec(details.get("tokens_out"))
+        quantity = _checked(details, "tokens_in", request_id, _UNBOUNDED) + _checked(
+            details, "tokens_out", request_id, _UNBOUNDED
+        )
     else:
         quantity = Decimal(1)
     tags = details.get("tags")
@@ -216,22 +268,34 @@ def parse_request_tolerant(raw: dict[str, Any], resolve: LineItemResolver) -> Us
         line_item=resolve(method, model),
         unit=unit,
         quantity=quantity,
-        cost_usd=_dec(details.get("usd")),
+        cost_usd=cost_usd,
         code=code,
         tags=tags,
     )
 
 
-def parse_requests_page(body: Any, resolve: LineItemResolver, *, page: int, limit: int) -> RequestsPage:
+def parse_requests_page(
+    body: Any,
+    resolve: LineItemResolver,
+    *,
+    page: int,
+    limit: int,
+    max_usd: Decimal = DEFAULT_MAX_RECORD_USD,
+) -> RequestsPage:
     if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
         raise ProviderError("Deepgram request log: unexpected response (no 'requests' list)")
     raw_items = body["requests"]
+    if len(raw_items) > limit:
+        raise ProviderError(
+            f"Deepgram request log: page {page} holds {len(raw_items)} records, more than the {limit} "
+            "asked for; refused"
+        )
     records = []
     for raw in raw_items:
         if not isinstance(raw, dict):
             continue
         try:
-            records.append(parse_request(raw, resolve))
+            records.append(parse_request(raw, resolve, max_usd))
         except ValueError as exc:
             raise ProviderError(f"Deepgram request log: unreadable record ({exc})") from None
     return RequestsPage(records=records, page=page, limit=limit, returned=len(raw_items))
@@ -251,13 +315,17 @@ def parse_billing_breakdown(body: Any) -> list[BillingRow]:
             start_d, end_d = date.fromisoformat(str(start)[:10]), date.fromisoformat(str(end)[:10])
         except ValueError:
             raise ProviderError(f"Deepgram billing breakdown: bad date {start!r}") from None
+        try:
+            dollars = _dec(item.get("dollars"))
+        except ValueError as exc:
+            raise ProviderError(f"Deepgram billing breakdown: dollars {exc}") from None
         rows.append(
             BillingRow(
                 start=start_d,
                 end=end_d,
                 accessor=grouping.get("accessor"),
                 line_item=grouping.get("line_item"),
-                dollars=_dec(item.get("dollars")),
+                dollars=dollars,
             )
         )
     return rows
@@ -278,7 +346,10 @@ def parse_daily_request_counts(body: Any) -> dict[date, int]:
             end = date.fromisoformat(str(grouping.get("end") or grouping.get("start"))[:10])
         except ValueError:
             raise ProviderError("Deepgram usage breakdown: bad date") from None
-        count = _dec(item.get("requests", None)) if "requests" in item else None
+        try:
+            count = _dec(item.get("requests", None)) if "requests" in item else None
+        except ValueError:
+            count = None
         if day != end or count is None or count != count.to_integral_value() or count < 0:
             raise ProviderError("Deepgram usage breakdown: not one whole request count per day")
         out[day] = out.get(day, 0) + int(count)
@@ -322,13 +393,15 @@ class UsageAPI:
     @staticmethod
     def _decode(content: bytes) -> Any:
         try:
-            return loads_exact(content) if content else None
+            return decode_json(content) if content else None
         except ValueError:
             raise ProviderError("Deepgram request log: the response is not JSON") from None
 
     def list_requests(self, *, start: datetime, end: datetime, page: int, limit: int) -> RequestsPage:
         body = self._decode(self._requests_body(start, end, page, limit))
-        return parse_requests_page(body, self._resolver(), page=page, limit=limit)
+        return parse_requests_page(
+            body, self._resolver(), page=page, limit=limit, max_usd=self.http.max_record_usd
+        )
 
     def iter_failed_requests(self, *, start: datetime, end: datetime, limit: int) -> Iterator[RequestsPage]:
         """Only the failed requests (``status=failed``) between start and end, newest first."""
@@ -346,6 +419,7 @@ class UsageAPI:
         while the caller stores this one (one request in flight at most; no call the plain loop would not
         make)."""
         resolve = self._resolver()
+        max_usd = self.http.max_record_usd
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dg-prefetch") as pool:
             pending: Future = pool.submit(self._requests_body, start, end, 0, limit, status)
             page = 0
@@ -357,7 +431,7 @@ class UsageAPI:
                 full = isinstance(items, list) and len(items) >= limit
                 if full:
                     pending = pool.submit(self._requests_body, start, end, page + 1, limit, status)
-                result = parse_requests_page(body, resolve, page=page, limit=limit)
+                result = parse_requests_page(body, resolve, page=page, limit=limit, max_usd=max_usd)
                 yield result
                 if not full:
                     return
