@@ -144,7 +144,9 @@ def insert_records(
         synced = _sqlite_dt(synced_at)
         for r in records:
             key_id, customer_id = keys_by_accessor.get(r.api_key_id, none)
-            created = _sqlite_dt(r.created)
+            # the adapter's instants are UTC: their ISO text up to the microseconds is the storage format
+            at = r.created
+            created = at.isoformat(" ", "microseconds")[:26] if at.tzinfo is UTC else _sqlite_dt(at)
             append(
                 (
                     connection_id,
