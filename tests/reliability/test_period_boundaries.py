@@ -27,10 +27,12 @@ from keyledger.core.config import Settings
 from keyledger.core.crypto import generate_key
 from keyledger.customers.service import ConnectionService, CustomerService, KeyService
 from keyledger.db.tables_invoices import invoice_lines, invoice_usage, invoices
+from keyledger.db.tables_notifications import webhook_events
 from keyledger.db.tables_usage import usage_records
 from keyledger.provider.port import UsageRecord
 from keyledger.usage import store as usage_store
 from keyledger.usage.service import SyncService
+from keyledger.worker.jobs import run_closed_invoices
 from tests.invoice_support import World
 from tests.usage_support import inject, ledger_rows
 
@@ -144,11 +146,16 @@ def claims(engine) -> dict[str, tuple[str, bool]]:
         return {r.request_id: (r.invoice_id, r.late) for r in db.execute(q)}
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_invoices_at_period_boundaries_and_a_late_record(engine, case):
+def test_invoices_at_period_boundaries_and_a_late_record(engine):
+    """Every case at once (one customer each, one database): cheaper than a database per case."""
+    w = World(engine, at=max(c.ends_at for c in CASES) + timedelta(days=40))
+    for n, case in enumerate(CASES):
+        check_invoices(w, case, w.customer(f"edge{n}", tz=case.tz))
+
+
+def check_invoices(w: World, case: Case, cid: str) -> None:
+    engine = w.engine
     prev, nxt = shift(case.period, -1), shift(case.period, 1)
-    w = World(engine, at=case.ends_at + timedelta(days=40))
-    cid = w.customer("edge", tz=case.tz)
     # Record i bills 2**i minutes, so each invoice's minutes say exactly which records it holds.
     expected: dict[str, int] = {prev: 0, case.period: 0, nxt: 0}
     rid_period: dict[str, str] = {}
@@ -160,15 +167,16 @@ def test_invoices_at_period_boundaries_and_a_late_record(engine, case):
         w.service.run(p, customer=cid)
 
     rows = invoice_rows(engine, cid)
-    assert (rows[case.period]["starts_at"], rows[case.period]["ends_at"]) == (case.starts_at, case.ends_at)
+    bounds = (rows[case.period]["starts_at"], rows[case.period]["ends_at"])
+    assert bounds == (case.starts_at, case.ends_at), case.id
     for p in (prev, case.period, nxt):
         usage = [x for x in lines_of(engine, rows[p]["id"]) if x["kind"] == "usage"]
-        assert sum(x["quantity"] for x in usage) == expected[p], p
-        assert rows[p]["subtotal"] == expected[p] * PRICE, p
+        assert sum(x["quantity"] for x in usage) == expected[p], (case.id, p)
+        assert rows[p]["subtotal"] == expected[p] * PRICE, (case.id, p)
     # Every record is billed exactly once, by the invoice of the month it falls in locally.
     by_period = {r["id"]: p for p, r in rows.items()}
-    billed = claims(engine)
-    assert {rid: by_period[inv] for rid, (inv, _) in billed.items()} == rid_period
+    billed = {rid: by_period.get(inv) for rid, (inv, _) in claims(engine).items() if rid in rid_period}
+    assert billed == rid_period, case.id
 
     # Finalize the period; a record of it arriving afterwards goes onto the next invoice, marked late.
     done = w.service.finalize(rows[case.period]["id"])
@@ -178,17 +186,17 @@ def test_invoices_at_period_boundaries_and_a_late_record(engine, case):
     late = w.usage(cid, case.inside, minutes=str(late_minutes))
     assert [e.outcome for e in w.service.run(case.period, customer=cid).entries] == ["unchanged"]
     w.service.run(nxt, customer=cid)
-    assert w.service.get(done["id"]) == before  # the finalized invoice did not change
+    assert w.service.get(done["id"]) == before, case.id  # the finalized invoice did not change
     rows = invoice_rows(engine, cid)
     nxt_lines = lines_of(engine, rows[nxt]["id"])
     adjust = [x for x in nxt_lines if x["late_adjustment"]]
     assert [(x["late_period"], x["quantity"], x["amount"]) for x in adjust] == [
         (case.period, late_minutes, late_minutes * PRICE)
-    ]
+    ], case.id
     regular = sum(x["quantity"] for x in nxt_lines if x["kind"] == "usage" and not x["late_adjustment"])
-    assert regular == expected[nxt]
-    assert rows[nxt]["subtotal"] == (expected[nxt] + late_minutes) * PRICE
-    assert claims(engine)[late] == (rows[nxt]["id"], True)
+    assert regular == expected[nxt], case.id
+    assert rows[nxt]["subtotal"] == (expected[nxt] + late_minutes) * PRICE, case.id
+    assert claims(engine)[late] == (rows[nxt]["id"], True), case.id
 
 
 _n = itertools.count(1)
@@ -214,12 +222,16 @@ BUDGET_PERIODS = ("2026-01", "2026-04", "2026-11", "2028-02")
 BUDGET_CASES = [c for c in CASES if c.tz != "UTC" and c.period in BUDGET_PERIODS]
 
 
-@pytest.mark.parametrize("case", BUDGET_CASES, ids=lambda c: c.id)
-def test_budget_period_resets_at_local_midnight(engine, case):
-    w = World(engine, at=case.starts_at - timedelta(days=3))
-    cid = w.customer("budget", tz=case.tz)
+def test_budget_periods_reset_at_local_midnight(engine):
+    w = World(engine, at=min(c.starts_at for c in BUDGET_CASES) - timedelta(days=3))
     budgets = BudgetService(SimpleNamespace(engine=engine, clock=w.clock))
-    budgets.set("budget", limit="10000", thresholds="50,80", action="notify")
+    for n, case in enumerate(BUDGET_CASES):
+        cid = w.customer(f"budget{n}", tz=case.tz)
+        budgets.set(cid, limit="10000", thresholds="50,80", action="notify")
+        check_budget(w, budgets, case, cid)
+
+
+def check_budget(w: World, budgets: BudgetService, case: Case, cid: str) -> None:
     # USD 2**i per instant, so each period's spend says which records it counted.
     spent: dict[str, Decimal] = {}
     for i, at in enumerate(boundary_instants(case)):
@@ -232,17 +244,24 @@ def test_budget_period_resets_at_local_midnight(engine, case):
 
     w.clock.set(case.starts_at - US)
     last = budgets.evaluate(cid)
-    assert (last.period, last.spent) == (shift(case.period, -1), spent[shift(case.period, -1)])
-    assert last.fired == (50,)
+    assert (last.period, last.spent, last.fired) == (
+        shift(case.period, -1),
+        spent[shift(case.period, -1)],
+        (50,),
+    )
     w.clock.set(case.starts_at)  # the instant of local midnight: a new period, nothing fired yet
     first = budgets.evaluate(cid)
-    assert (first.period, first.spent, first.fired) == (case.period, spent[case.period], ())
-    assert first.state == "ok"
+    assert (first.period, first.spent, first.fired, first.state) == (
+        case.period,
+        spent[case.period],
+        (),
+        "ok",
+    )
     w.clock.set(case.ends_at - US)
-    assert budgets.evaluate(cid).period == case.period
+    assert budgets.evaluate(cid).period == case.period, case.id
     w.clock.set(case.ends_at)
     after = budgets.evaluate(cid)
-    assert (after.period, after.spent) == (shift(case.period, 1), spent[shift(case.period, 1)])
+    assert (after.period, after.spent) == (shift(case.period, 1), spent[shift(case.period, 1)]), case.id
 
 
 SYNCED = [c for c in CASES if c.period < "2026-11"]  # in the past for dgemu, whose clock is real
@@ -299,5 +318,39 @@ def test_synced_from_dgemu_each_boundary_record_lands_in_one_invoice(db_url, eng
         }
         billed = {rid: periods[inv] for rid, (inv, late) in claims(engine).items() if not late}
         assert billed == {rid: (c, m) for rid, (c, m, _) in expected.items()}
+    finally:
+        rt.engine.dispose()
+
+
+@pytest.mark.parametrize("case", BUDGET_CASES, ids=lambda c: c.id)
+def test_worker_invoices_a_period_once_its_local_end_plus_grace_has_passed(db_url, case):
+    """The worker's invoice job: not a microsecond before local month end + grace; then once."""
+    grace = timedelta(days=2)
+    rt = Runtime(
+        settings=Settings(
+            database_url=db_url, secret_key=generate_key(), worker_invoice_grace_seconds=2 * 24 * 3600
+        ),
+        environ={},
+    )
+    try:
+        w = World(rt.engine, at=case.starts_at - timedelta(days=10))
+        rt.clock = w.clock
+        cid = w.customer("edge", tz=case.tz)
+        w.usage(cid, case.inside, minutes="3")
+        w.clock.set(case.ends_at + grace - US)
+        assert run_closed_invoices(rt) == []
+        w.clock.set(case.ends_at + grace)
+        [inv] = run_closed_invoices(rt)
+        w.clock.advance(timedelta(hours=1))
+        assert run_closed_invoices(rt) == []
+        rows = invoice_rows(rt.engine, cid)
+        assert list(rows) == [case.period] and rows[case.period]["id"] == inv
+        assert rows[case.period]["status"] == "finalized"
+        assert rows[case.period]["subtotal"] == 3 * PRICE
+        with rt.engine.connect() as db:
+            sent = db.execute(
+                select(webhook_events.c.type).where(webhook_events.c.type == "invoice.finalized")
+            )
+            assert len(sent.all()) == 1
     finally:
         rt.engine.dispose()
