@@ -1,9 +1,10 @@
 """Invoice use cases: run (build or rebuild drafts), finalize, void, mark paid, credit notes, show, list,
-and the margin report. Each changes the database in one transaction, or not at all.
+and the margin report. Each changes the database in one transaction, or not at all; a run is one
+transaction per batch of customers (see docs/invoices.md, "How a run works").
 
-Concurrency: a run locks the customer row (PostgreSQL ``FOR UPDATE``; SQLite writers are serialized by
-``BEGIN IMMEDIATE``) and the live invoice of the period; finalize locks the invoice, then increments the
-number counter in the same transaction (see :func:`keyledger.invoices.store.next_number`).
+Concurrency: a run locks its batch's customer rows in id order (PostgreSQL ``FOR UPDATE``; SQLite writers
+are serialized by ``BEGIN IMMEDIATE``) and their live invoices of the period; finalize locks the invoice,
+then increments the number counter in the same transaction (see :func:`keyledger.invoices.store.next_number`).
 """
 
 from __future__ import annotations
