@@ -5,23 +5,25 @@
 
 PostgreSQL from ``BENCH_POSTGRES_URL`` (else ``KEYLEDGER_TEST_POSTGRES_URL``, else
 ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``); the script creates its own databases
-(``kl_bench_scale_<pid>_<workers>``) and drops them at the end. One dgemu process hosts one project per
-connection (``BENCH_SCALE_CONNECTIONS``, default 8); ``BENCH_SCALE_RECORDS`` records (default 40k) are
-spread over them, created in the last two days, ``BENCH_SCALE_CUSTOMERS`` customers (default 100) per
-connection each own a key, and a tenth of the traffic comes from keys of no customer.
+(``kl_bench_scale_<pid>_<round>_<workers>``) and drops them at the end. One dgemu process hosts one
+project per connection (``BENCH_SCALE_CONNECTIONS``, default 8); ``BENCH_SCALE_RECORDS`` records
+(default 40k) are spread over them, created in the last two days, ``BENCH_SCALE_CUSTOMERS`` customers
+(default 100) per connection each own a key, and a tenth of the traffic comes from keys of no customer.
 
 - ``sync_records_per_s_<k>_workers``: k ``keyledger worker`` processes started together on a fresh
   database; they split the connections through the worker's job leases (``sync:<connection>`` is claimed
   by one worker at a time). Timed from the start of the processes until the ledger holds every record.
 - ``invoice_customers_per_s_<k>_processes``: k ``keyledger invoices run --period … --shard i/k``
-  processes in parallel over the synced ledger (a warm-up run first, so every timed run rebuilds the
-  same drafts).
+  processes in parallel over the synced ledger (``ANALYZE`` first, then a warm-up run, so every timed
+  run rebuilds the same drafts).
 
 Each line is ``{"bench": "scale", "metric", "value", "unit", "baseline", "ratio"}`` with baseline the
-1-process figure and ratio the speedup; ``cli_start_seconds`` (``keyledger --help``) is the fixed cost each
-process pays before its first query. Every process (PostgreSQL, dgemu, the workers) shares this
-machine's cores (``cpus`` and the 1-minute load average ``load1`` are printed with each line): with 2
-cores, 4 workers cannot be twice as fast as 2.
+1-process figure and ratio the speedup. Rates are the median of ``BENCH_SCALE_ROUNDS`` rounds (default
+2; each round runs every process count in turn, so load from elsewhere hits them alike; every round's
+seconds are printed too). ``cli_start_seconds`` (``keyledger --help``) is the fixed cost each process
+pays before its first query. Every process (PostgreSQL, dgemu, the workers) shares this machine's cores
+(``cpus`` and the 1-minute load average ``load1`` are printed with each line): with 2 cores, 4 workers
+cannot be twice as fast as 2. ``BENCH_SCALE_KEEP=1`` keeps the databases.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +53,8 @@ RECORDS = int(os.environ.get("BENCH_SCALE_RECORDS", 40_000))
 CUSTOMERS_PER_CONNECTION = int(os.environ.get("BENCH_SCALE_CUSTOMERS", 100))
 WORKERS = [int(k) for k in os.environ.get("BENCH_SCALE_WORKERS", "1,2,4").split(",")]
 TIMEOUT = int(os.environ.get("BENCH_SCALE_TIMEOUT", 900))
+ROUNDS = int(os.environ.get("BENCH_SCALE_ROUNDS", 2))
+KEEP = os.environ.get("BENCH_SCALE_KEEP") == "1"  # keep the databases (to look into them)
 OWNER_KEY = "dgemu_owner_bench_scale_" + "0" * 16
 PROJECT_ID = "c0ffee00-0000-4000-8000-000000005ca1"
 NOW = datetime.now(UTC)
@@ -174,6 +179,20 @@ def ledger_count(url: str) -> int:
         engine.dispose()
 
 
+def analyze(url: str) -> None:
+    """Planner statistics, as autovacuum would have them on a database in steady state (the sync has just
+    bulk-loaded every table: without them PostgreSQL plans the invoice claims as if the tables were empty,
+    several times slower)."""
+    from sqlalchemy import text
+
+    from keyledger.db.engine import make_engine
+
+    engine = make_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as db:
+        db.execute(text("ANALYZE"))
+    engine.dispose()
+
+
 def timed_sync(url: str, env: dict[str, str], workers: int, expected: int, log: Path) -> float:  # float-ok
     from sqlalchemy import func, select
 
@@ -242,33 +261,48 @@ def main() -> None:
         projects = setup_dgemu(base)
         expected = (RECORDS // CONNECTIONS) * CONNECTIONS
         customers = CONNECTIONS * CUSTOMERS_PER_CONNECTION
-        sync_base = None
-        last_env: dict[str, str] = {}
-        for k in WORKERS:
-            name = f"kl_bench_scale_{os.getpid()}_{k}"
-            names.append(name)
-            url = create_database(name, base, projects)
-            env = cli_env(url, tmp, projects)
-            seconds = timed_sync(url, env, k, expected, log)
-            assert ledger_count(url) == expected, "the ledger holds more records than dgemu has"
-            rate = expected / seconds
-            sync_base = sync_base or rate
-            emit(f"sync_records_per_s_{k}_workers", rate, "records/s", sync_base, records=expected,
-                 connections=CONNECTIONS, seconds=round(seconds, 2))
-            last_env = env
-        timed_invoices(last_env, 1, log)  # warm-up: every timed run rebuilds the same drafts
-        invoice_base = None
-        for k in WORKERS:
-            seconds, built = timed_invoices(last_env, k, log)
-            rate = customers / seconds
-            invoice_base = invoice_base or rate
-            emit(f"invoice_customers_per_s_{k}_processes", rate, "customers/s", invoice_base,
-                 customers=customers, drafts=built, records=expected, seconds=round(seconds, 2))
+        # Rounds interleave the worker counts, so a burst of load from elsewhere hits each count alike.
+        sync_seconds: dict[int, list[float]] = {k: [] for k in WORKERS}  # float-ok: seconds
+        env: dict[str, str] = {}
+        for r in range(ROUNDS):
+            for k in WORKERS:
+                name = f"kl_bench_scale_{os.getpid()}_{r}_{k}"
+                names.append(name)
+                url = create_database(name, base, projects)
+                env = cli_env(url, tmp, projects)
+                sync_seconds[k].append(timed_sync(url, env, k, expected, log))
+                assert ledger_count(url) == expected, "the ledger holds more records than dgemu has"
+                if not KEEP and (r, k) != (ROUNDS - 1, WORKERS[-1]):
+                    drop_database(names.pop())
+        report("sync_records_per_s_{}_workers", sync_seconds, expected, "records/s",
+               records=expected, connections=CONNECTIONS)
+        analyze(env["KEYLEDGER_DATABASE_URL"])  # the last database: every record synced
+        timed_invoices(env, 1, log)  # warm-up: every timed run rebuilds the same drafts
+        invoice_seconds: dict[int, list[float]] = {k: [] for k in WORKERS}  # float-ok: seconds
+        for _ in range(ROUNDS):
+            for k in WORKERS:
+                seconds, built = timed_invoices(env, k, log)
+                assert built == customers, f"{built} drafts for {customers} customers"
+                invoice_seconds[k].append(seconds)
+        report("invoice_customers_per_s_{}_processes", invoice_seconds, customers, "customers/s",
+               customers=customers, records=expected)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         for name in names:
-            drop_database(name)
+            if KEEP:
+                print(f"kept database {name}", file=sys.stderr)
+            else:
+                drop_database(name)
+
+
+def report(metric: str, seconds: dict[int, list[float]], items: int, unit: str, **extra) -> None:  # float-ok
+    """One line per process count: the median rate over the rounds (every round's seconds alongside)."""
+    baseline = None
+    for k, runs in seconds.items():
+        rate = items / statistics.median(runs)
+        baseline = baseline or rate
+        emit(metric.format(k), rate, unit, baseline, seconds=[round(x, 2) for x in runs], **extra)
 
 
 if __name__ == "__main__":
