@@ -152,7 +152,7 @@ def test_workers_and_syncs_at_once_with_traffic_arriving(site, db_url):
     before = 0
     for cid, pid, key, seed in ((main_id, main_pid, None, 1), (other_id, other_pid, other_key, 2)):
         keys = [*site.keys[cid], "dg-stranger"]
-        reqs = make_requests(800, keys=keys, start=now - timedelta(minutes=90), end=now, seed=seed)
+        reqs = make_requests(500, keys=keys, start=now - timedelta(minutes=90), end=now, seed=seed)
         before += inject(site.dgemu, reqs, project_id=pid, key=key)
     # acme's budget: 100 minutes (0.43 USD) now, 240 more (1.032 USD) while the fleet runs.
     BudgetService(site.rt).set("acme", limit="1.00", action="revoke")
@@ -185,15 +185,14 @@ def test_workers_and_syncs_at_once_with_traffic_arriving(site, db_url):
     injector = threading.Thread(target=traffic)
     injector.start()
     for _ in range(workers):
-        site.fleet.start("worker", "--max-seconds", "8")
+        site.fleet.start("worker", "--max-seconds", "6")
     site.fleet.start("sync", "--json")
     site.fleet.start("sync", "--connection", "second", "--json")
-    time.sleep(4)
-    site.fleet.start("sync", "--json")
+    time.sleep(3)
+    site.fleet.start("sync", "--connection", "main", "--json")
     if db_url.startswith("postgresql"):
         site.fleet.start("budgets", "check", "--json")
-        site.fleet.start("sync", "--connection", "main", "--json")
-    time.sleep(3)
+    time.sleep(2)
     stop.set()
     injector.join(30)
     results = site.fleet.wait(timeout=180)
