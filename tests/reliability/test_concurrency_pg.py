@@ -356,3 +356,18 @@ def _events(engine, type_: str) -> list[dict]:
     with engine.connect() as db:
         q = select(webhook_events).where(webhook_events.c.type == type_)
         return [dict(r._mapping) for r in db.execute(q)]
+
+
+def test_worker_max_seconds_bounds_the_loop(db_url, tmp_path):
+    """The bounded run the fleets above rely on: ``--max-seconds N`` stops cleanly; bad values are one
+    line, exit 1."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("a CLI contract, the same on both databases (the fleets above run it on PostgreSQL)")
+    fleet = Fleet(cli_env(db_url, generate_key(), tmp_path), tmp_path)
+    fleet.start("worker", "--max-seconds", "0")
+    fleet.start("worker", "--max-seconds", "2")
+    [(_, bad_rc, bad_out, bad_err), (_, rc, out, err)] = fleet.wait(timeout=60)
+    assert (bad_rc, bad_out, bad_err.strip()) == (1, "", "error: --max-seconds must be at least 1, got 0")
+    assert rc == 0 and "started" in out, err
+    cycles = int(err.strip().rsplit("after ", 1)[1].split()[0])
+    assert 1 <= cycles <= 3, err  # a cycle, then a second one poll_seconds later, then the deadline
