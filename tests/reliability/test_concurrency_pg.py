@@ -30,8 +30,9 @@ from keyledger.core.crypto import generate_key
 from keyledger.customers.service import ConnectionService, CustomerService, KeyService
 from keyledger.db.tables_budgets import budget_periods
 from keyledger.db.tables_customers import audit_log, customers, key_operations
-from keyledger.db.tables_invoices import invoices
+from keyledger.db.tables_invoices import invoice_usage, invoices, number_counters
 from keyledger.db.tables_notifications import webhook_events
+from keyledger.invoices.service import InvoiceService
 from keyledger.notifications.service import WebhookService
 from tests.invoice_support import World
 from tests.service.test_budgets_enforcement import inject_minutes, month_start
@@ -319,17 +320,7 @@ def test_racing_invoice_runs_both_succeed_and_never_touch_a_finalized_invoice(db
         tx = holder.begin()
         holder.execute(select(customers).where(customers.c.external_id == "c00").with_for_update())
         procs = [fleet.start(*FINALIZE), fleet.start(*FINALIZE)]
-        deadline = time.monotonic() + 60
-        waiting = 0
-        while waiting < 2 and time.monotonic() < deadline and all(p.poll() is None for p in procs):
-            time.sleep(0.1)
-            with engine.connect() as probe:
-                waiting = probe.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock'"
-                    )
-                ).scalar_one()
+        waiting = wait_for_lock_waiters(engine, 2, alive=lambda: all(p.poll() is None for p in procs))
         tx.rollback()
     results = fleet.wait(timeout=120)
     if waiting < 2:
@@ -350,6 +341,74 @@ def test_racing_invoice_runs_both_succeed_and_never_touch_a_finalized_invoice(db
     assert touched_after == []  # a finalized invoice is never rebuilt
     assert [rc for _, rc, _, _ in results] == [0, 0], [err for *_, err in results]
     assert len(finalized) == len(drafts)
+
+
+def wait_for_lock_waiters(engine, n: int, alive=lambda: True, seconds: float = 60) -> int:  # float-ok
+    """Poll PostgreSQL until ``n`` sessions of this database wait on a lock (or time runs out, or
+    ``alive()`` turns false); returns how many wait."""
+    deadline = time.monotonic() + seconds
+    waiting = 0
+    while waiting < n and time.monotonic() < deadline and alive():
+        time.sleep(0.05)
+        with engine.connect() as probe:
+            waiting = probe.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+    return waiting
+
+
+def test_a_rebuild_racing_a_finalize_never_changes_the_finalized_invoice(db_url, engine):
+    """Deterministic on PostgreSQL: the test holds the number counter's row so the finalize stops midway
+    (invoice row locked, not committed); a record arrives; a rebuild of the period starts and must wait
+    for the finalize, then leave the finalized invoice alone (its content, its claims, its event)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the interleaving is forced with PostgreSQL row locks (SQLite has none)")
+    w = World(engine)
+    c = w.customer("solo")
+    w.usage(c, datetime(2026, 1, 14, 12, tzinfo=UTC), minutes="10")
+    [entry] = w.service.run("2026-01", customer=c).entries
+    with engine.begin() as db:
+        db.execute(number_counters.insert().values(name="INV-2026", value=0))
+    results: dict[str, object] = {}
+
+    def call(name: str, fn) -> threading.Thread:
+        def run() -> None:
+            try:
+                results[name] = fn()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                results[name] = exc
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    with engine.connect() as holder:
+        tx = holder.begin()
+        holder.execute(select(number_counters).with_for_update())
+        finalizer = call("finalize", lambda: InvoiceService(engine, w.clock).finalize(entry.invoice_id))
+        if wait_for_lock_waiters(engine, 1) < 1:
+            raise RuntimeError("the finalize never waited on the counter")
+        w.usage(c, datetime(2026, 1, 20, 12, tzinfo=UTC), minutes="5")  # arrives meanwhile
+        rebuild = call("rebuild", lambda: InvoiceService(engine, w.clock).run("2026-01", customer=c))
+        waiting = wait_for_lock_waiters(engine, 2, alive=rebuild.is_alive, seconds=20)
+        tx.rollback()
+    finalizer.join(60)
+    rebuild.join(60)
+    if isinstance(results.get("finalize"), Exception) or "finalize" not in results:
+        raise RuntimeError(f"the finalize failed: {results}")
+    doc = w.service.get(entry.invoice_id)
+    [event] = _events(engine, "invoice.finalized")
+    assert waiting == 2  # the rebuild did wait for the finalize
+    assert [e.outcome for e in results["rebuild"].entries] == ["unchanged"]
+    assert doc["status"] == "finalized" and doc["number"] == results["finalize"]["number"]
+    assert Decimal(doc["total"]) == Decimal(event["payload"]["total"]) == results["finalize"]["total"]
+    assert [x["quantity"] for x in doc["lines"] if x["kind"] == "usage"] == ["10"]  # not the late 5
+    with engine.connect() as db:
+        claimed = db.execute(select(func.count()).select_from(invoice_usage)).scalar_one()
+    assert claimed == 1  # the record that arrived meanwhile waits for the next invoice, as late usage
 
 
 def _events(engine, type_: str) -> list[dict]:
