@@ -176,19 +176,20 @@ def test_workers_and_syncs_at_once_with_traffic_arriving(site, db_url):
             cid, pid, key = rnd.choice([(main_id, main_pid, None), (other_id, other_pid, other_key)])
             reqs = make_requests(15, keys=site.keys[cid], start=t - timedelta(seconds=20), end=t, seed=i)
             arrived.append(inject(site.dgemu, reqs, project_id=pid, key=key))
-            if i == 4:
+            if i == 1:  # acme crosses its cap while the fleet runs
                 inject_minutes(site.dgemu, acme_key, 240)
+                arrived.append(10)
             i += 1
             stop.wait(0.4)
 
     workers = fleet_size(db_url, 3, 2)
     started = datetime.now(UTC)
     injector = threading.Thread(target=traffic)
-    injector.start()
     for _ in range(workers):
         site.fleet.start("worker", "--max-seconds", "6")
     site.fleet.start("sync", "--json")
     site.fleet.start("sync", "--connection", "second", "--json")
+    injector.start()
     time.sleep(3)
     site.fleet.start("sync", "--connection", "main", "--json")
     if db_url.startswith("postgresql"):
@@ -199,7 +200,7 @@ def test_workers_and_syncs_at_once_with_traffic_arriving(site, db_url):
     results = site.fleet.wait(timeout=180)
     ended = datetime.now(UTC)
     assert_all_ok(results)
-    assert sum(arrived) > 0
+    assert len(arrived) > 2, "the traffic thread barely ran"
 
     # Everything that was there before the fleet started is in the ledger, once, without another sync.
     assert sum(len(ids) for ids in already.values()) == before + 10
@@ -211,7 +212,7 @@ def test_workers_and_syncs_at_once_with_traffic_arriving(site, db_url):
     # A quiet sync afterwards catches what arrived last; then the ledger is exactly dgemu's log.
     site.cli("sync", "--json")
     total = assert_ledger_is_dgemu(site.engine, site.dgemu, site.projects)
-    assert total == before + 10 + 10 + sum(arrived)
+    assert total == before + 10 + sum(arrived)
     assert_sync_state_sane(site.engine, started, datetime.now(UTC))
 
     # The budget crossed during the run: one suspension, the key deleted at Deepgram exactly once.
