@@ -306,9 +306,10 @@ def test_two_finalizers_finalize_each_invoice_once(db_url, engine, tmp_path):
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,  # a setup problem (RuntimeError) is a real failure, not this known bug
-    reason="issue 8 (H7 report): InvoiceService.run(finalize=True) rebuilds a draft while a concurrent run "
-    "finalizes it (the rebuild takes the customer's lock, not the invoice's), then calls finalize "
-    "unguarded: the loser stops with exit 1 'already finalized' and skips every customer after it",
+    reason="issue 8 (H7 report): InvoiceService.run(finalize=True) finalizes each draft it built in a later "
+    "transaction and does not expect a concurrent run to have finalized it meanwhile: when two runs both "
+    "(re)build the same draft, the second finalize raises Conflict, the run stops with exit 1 'already "
+    "finalized' and skips every customer after it",
 )
 def test_racing_invoice_runs_both_succeed_and_never_touch_a_finalized_invoice(db_url, engine, tmp_path):
     """Deterministic on PostgreSQL: the test holds the first customer's row lock until both runs wait on
