@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from keyledger.core.faults import fault_point
 from keyledger.core.ids import new_id
 from keyledger.db.tables_notifications import webhook_deliveries, webhook_endpoints, webhook_events
 
@@ -57,4 +58,5 @@ def enqueue(db: Connection, event_type: str, payload: dict[str, Any], at: dateti
                 for t in targets
             ],
         )
+    fault_point(f"outbox.enqueue.{event_type}")  # inside the caller's transaction, before its commit
     return event_id
