@@ -28,8 +28,11 @@ from keyledger.bootstrap import Runtime
 from keyledger.budgets.service import BudgetService
 from keyledger.core.config import Settings
 from keyledger.core.crypto import generate_key
+from keyledger.core.errors import ProviderError
 from keyledger.customers.service import ConnectionService, CustomerService, KeyService
 from keyledger.db.tables_customers import customers, keys
+from keyledger.db.tables_invoices import invoices
+from keyledger.db.tables_usage import sync_runs
 from keyledger.invoices.service import InvoiceService
 from keyledger.notifications.service import WebhookService
 from keyledger.pricing.service import import_plan_text
@@ -43,9 +46,12 @@ PAGE = 20  # records per page: a sync of a few hundred records fetches many page
 RETRIES = 12  # provider retries, in-process and in the CLI: a storm is weathered, never fatal
 CUSTOMERS = ("acme", "beta")  # acme has a revoke budget; beta has a plan and is invoiced
 BUDGET_LIMIT = Decimal("1.00")
-MINUTE_USD = Decimal("0.0043")  # nova-3 listen, the only model the plan's traffic uses
+RERUNS = 20  # runs of an operation failed by a storm before the scenario gives up
+UNRETRIED = "(gave up after 1 attempts)"  # a call keyledger never retries (creating a key) met a fault
+MOVING_BATCHES = 8  # batches of 5 records injected while a slowed-down sync pages through
 
-# Kill points per CLI operation; ``{n}`` is filled from the seed (the n-th time the point is reached).
+# Kill points per CLI operation; ``{n}`` (1-6) and ``{m}`` (1-2) are filled from the seed: the n-th time
+# the point is reached.
 KILL_POINTS: dict[str, list[str]] = {
     "sync": [
         "sync.after_lease",
@@ -55,12 +61,16 @@ KILL_POINTS: dict[str, list[str]] = {
         "sync.after_commit:1",
         "sync.before_finish",
         "budgets.after_evaluate",
-        "webhooks.after_send:{n}",
+        "webhooks.after_send:{m}",
     ],
     "rotate": ["keys.after_provider_create", "keys.rotate_after_create"],
     "budgets": ["budgets.after_evaluate", "budgets.after_revoke_key", "keys.revoke_after_delete"],
-    "deliver": ["webhooks.after_send:{n}"],
+    "deliver": ["webhooks.after_send:{m}"],
+    # the finalize transaction (number, frozen lines, invoice.finalized event) dies before its commit
+    "invoice": ["outbox.enqueue.invoice.finalized"],
 }
+
+ALL_POINTS = [(op, point) for op, points in KILL_POINTS.items() for point in points]
 
 
 def replay_command(seed: int, db: str) -> str:
@@ -111,17 +121,22 @@ def plan(seed: int) -> list[Op]:
                 ops.append(Op("calm"))
         else:
             ops.append(Op(kind))
-    # one kill (sometimes two) on CLI operations; a killable operation is added when the plan has none
-    killable = [i for i, op in enumerate(ops) if op.name in KILL_POINTS]
-    if not killable:
-        ops.append(Op(rnd.choice(list(KILL_POINTS))))
-        killable = [len(ops) - 1]
-    for i in rnd.sample(killable, k=min(len(killable), rnd.choice([1, 1, 2]))):
-        point = rnd.choice(KILL_POINTS[ops[i].name]).format(n=rnd.randint(1, 6))
-        ops[i] = Op(ops[i].name, ops[i].args, point)
-    # acme goes over its revoke budget in every seed, before or after the kills
-    at = rnd.randint(0, len(ops))
-    ops.insert(at, Op("traffic", ("acme", 60, 300)))
+    # acme goes over its revoke budget in every seed (first when the seed kills a budget enforcement)
+    over = Op("traffic", ("acme", 60, 300))
+    # the first kill: the seed's (operation, point) in turn, so any 15 consecutive seeds reach every point;
+    # the operation is added when the plan has none (a rotation of beta, who is never suspended)
+    kind, point = ALL_POINTS[seed % len(ALL_POINTS)]
+    if kind not in {op.name for op in ops}:
+        ops.insert(rnd.randint(0, len(ops)), Op(kind, ("beta",) if kind == "rotate" else ()))
+    first = rnd.choice([i for i, op in enumerate(ops) if op.name == kind])
+    ops[first] = Op(kind, ops[first].args, point.format(n=rnd.randint(1, 6), m=rnd.randint(1, 2)))
+    # a second kill in a third of the seeds, anywhere
+    others = [i for i, op in enumerate(ops) if op.name in KILL_POINTS and i != first]
+    if others and rnd.random() < 1 / 3:
+        i = rnd.choice(others)
+        again = rnd.choice(KILL_POINTS[ops[i].name]).format(n=rnd.randint(1, 6), m=rnd.randint(1, 2))
+        ops[i] = Op(ops[i].name, ops[i].args, again)
+    ops.insert(0 if point.startswith(("budgets", "keys.revoke")) else rnd.randint(0, len(ops)), over)
     return ops
 
 
@@ -131,14 +146,10 @@ def plan(seed: int) -> list[Op]:
 @dataclass
 class Stats:
     kills: int = 0  # processes that died by SIGKILL at their fault point
+    points: list[str] = field(default_factory=list)  # the points they died at (without ``:N``)
     kills_not_reached: int = 0  # the point was not on this operation's path: it completed
+    refused_by_storm: int = 0  # runs failed by a fault on a call never retried (run again)
     resends_same_id: int = 0  # a delivery re-sent under its own webhook-id after a kill
-    moving_batches: int = 0  # batches of records that arrived while a sync paged (not in the log: timing)
-
-    def __eq__(self, other: object) -> bool:  # what a replay must reproduce
-        return isinstance(other, Stats) and (self.kills, self.kills_not_reached, self.resends_same_id) == (
-            other.kills, other.kills_not_reached, other.resends_same_id
-        )
 
 
 @dataclass
@@ -212,7 +223,8 @@ class Scenario:
         if op.name == "storm":
             err, rl, retry_after, latency, late = op.args
             faults(self.dgemu, error_rate=float(err), rate_limit_rate=float(rl),  # float-ok: dgemu rates
-                   retry_after_seconds=retry_after, latency_ms=latency, late_record_seconds=late)
+                   retry_after_seconds=retry_after, latency_ms=latency, late_record_seconds=late,
+                   seed=self.seed)  # dgemu's fault decisions replay too
             self.late_seconds = max(self.late_seconds, late)
             self.latency = latency
             return "on"
@@ -221,7 +233,7 @@ class Scenario:
                    late_record_seconds=0)
             self.latency = 0
             return "off"
-        if op.name == "invoice":
+        if op.name == "invoice" and not op.kill:
             return self.invoice()
         if op.name == "moving":
             return self.moving_pages()
@@ -255,6 +267,19 @@ class Scenario:
         return f"{n} records"
 
     def in_process(self, op: Op) -> str:
+        """The operation through the services; a call keyledger never retries (creating a key is not
+        idempotent) that met an injected fault fails the operation, which is then simply run again."""
+        target = self.active_key(op.args[0]) if op.name == "rotate" else None
+        for _ in range(RERUNS):
+            try:
+                return self.service_call(op, target)
+            except ProviderError as exc:
+                if UNRETRIED not in str(exc):
+                    raise
+                self.stats.refused_by_storm += 1
+        raise AssertionError(f"{op}: still failing after {RERUNS} runs")
+
+    def service_call(self, op: Op, target: str | None) -> str:
         rt = self.rt
         if op.name == "sync":
             out = sync_then_budgets(rt, since=self.since)
@@ -262,7 +287,7 @@ class Scenario:
                 raise out.error
             return "ok"
         if op.name == "rotate":
-            KeyService(rt).rotate(self.active_key(op.args[0]))
+            KeyService(rt).rotate(target)
             return "ok"
         if op.name == "budgets":
             BudgetService(rt).evaluate_all()
@@ -279,6 +304,8 @@ class Scenario:
             return ["keys", "rotate", self.active_key(op.args[0]), "--json"]
         if op.name == "budgets":
             return ["budgets", "check"]
+        if op.name == "invoice":
+            return ["invoices", "run", "--period", self.period, "--customer", "beta", "--finalize"]
         return ["webhooks", "deliver"]
 
     def cli(self, args: list[str], fault: str | None = None):
@@ -304,9 +331,13 @@ class Scenario:
     def killed(self, op: Op) -> str:
         """The operation as the CLI, killed at its point; then the same command again, to completion."""
         args = self.cli_args(op)  # a rotation resumes by rotating the same (old) key again
-        first = self.cli(args, op.kill)
+        for _ in range(RERUNS):  # a run failed by the storm before the point is run again, point armed
+            first = self.cli(args, op.kill)
+            if not self.refused_by_storm(first):
+                break
         if first.returncode == -signal.SIGKILL:
             self.stats.kills += 1
+            self.stats.points.append(op.kill.partition(":")[0])
             outcome = "killed"
             if op.kill.startswith("webhooks.after_send"):
                 self.stats.resends_same_id += 1  # sent, killed before it was recorded: sent again
@@ -314,9 +345,19 @@ class Scenario:
             assert first.returncode == 0, f"{op}: exit {first.returncode}: {first.stderr[-2000:]}"
             self.stats.kills_not_reached += 1
             outcome = "point not reached"
-        again = self.cli(args)
+        for _ in range(RERUNS):
+            again = self.cli(args)
+            if not self.refused_by_storm(again):
+                break
         assert again.returncode == 0, f"{op} (resumed): exit {again.returncode}: {again.stderr[-2000:]}"
+        if op.name == "invoice":
+            self.remember_finalized()
         return f"{outcome}, resumed ok"
+
+    def refused_by_storm(self, res) -> bool:
+        refused = res.returncode == 1 and UNRETRIED in res.stderr
+        self.stats.refused_by_storm += refused
+        return refused
 
     def moving_pages(self) -> str:
         """``keyledger sync`` (a subprocess) pages through the request log, each page slowed down, while
@@ -326,23 +367,33 @@ class Scenario:
             [sys.executable, "-m", "keyledger", *self.cli_args(Op("sync"))],
             env=self.cli_env(), cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        arrived = 0
-        while proc.poll() is None:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not self.sync_running() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for _ in range(MOVING_BATCHES):  # a fixed count (the log stays deterministic), paced to land mid-run
             self.traffic(self.rnd.choice(CUSTOMERS), 5, 5)
-            arrived += 1
-            time.sleep(0.05)
+            time.sleep(0.06)
         _, err = proc.communicate()
         faults(self.dgemu, latency_ms=self.latency)
         assert proc.returncode == 0, f"sync while records arrive: exit {proc.returncode}: {err[-2000:]}"
-        self.stats.moving_batches += arrived
         return "ok"
+
+    def sync_running(self) -> bool:
+        with self.engine.connect() as db:
+            running = db.execute(select(sync_runs.c.id).where(sync_runs.c.status == "running")).first()
+        return running is not None
 
     def invoice(self) -> str:
         report = InvoiceService(self.engine, self.rt.clock).run(self.period, customer="beta", finalize=True)
-        done = [e for e in report.entries if e.outcome == "finalized"]
-        for e in done:
-            self.finalized[e.invoice_id] = invoice_hash(self.engine, self.rt.clock, e.invoice_id)
+        self.remember_finalized()
         return ", ".join(e.outcome for e in report.entries) or "nothing"
+
+    def remember_finalized(self) -> None:
+        """The content hash of each invoice as it was when first seen finalized."""
+        with self.engine.connect() as db:
+            ids = db.execute(select(invoices.c.id).where(invoices.c.status == "finalized")).scalars().all()
+        for inv_id in ids:
+            self.finalized.setdefault(inv_id, invoice_hash(self.engine, self.rt.clock, inv_id))
 
     # ------------------------------------------------------------------ lookups
 

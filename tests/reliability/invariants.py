@@ -3,7 +3,8 @@
 
 - ledger == provider: the ledger's request ids are dgemu's (none missing, none twice), each record's cost is
   exact, rollups equal a recomputation, per-key totals equal dgemu's billing breakdown;
-- finalized invoices never change (content hash), and every usage record of the invoiced customer in the
+- finalized invoices never change (content hash), numbers are gapless with one ``invoice.finalized``
+  event each, and every usage record of the invoiced customer in the
   period is claimed by exactly one live invoice (late usage lands on a new draft);
 - webhooks: every outbox event reached the receiver under its own webhook-id, no delivery under an id that
   is not an event's, the same id always carries the same body;
@@ -39,11 +40,13 @@ class Breaches:
     records_duplicated: int = 0
     amounts_wrong: int = 0  # a record's cost, a rollup cell or a key's total differs from dgemu
     invoices_changed: int = 0
+    invoices_numbering_wrong: int = 0  # numbers not gapless, or not one invoice.finalized event each
     usage_unclaimed: int = 0
     usage_claimed_twice: int = 0
     events_lost: int = 0
     events_new_id: int = 0  # a delivery whose webhook-id is no event's (sent again under a new id)
     events_body_changed: int = 0
+    events_resent_unexplained: int = 0  # sent twice (same id) more often than deliveries were killed
     keys_wrong: int = 0  # customers without exactly the live keys they should have
     keys_orphaned: int = 0
     revocations_wrong: int = 0
@@ -109,6 +112,16 @@ def _invoices(s: Scenario, b: Breaches, notes: list[str]) -> None:
                 .where(invoices.c.customer_id == beta, invoices.c.status != "void")
             ).scalars()
         )
+        numbers = sorted(
+            db.execute(select(invoices.c.number).where(invoices.c.number.is_not(None))).scalars().all()
+        )
+        finalized_events = db.execute(
+            select(webhook_events.c.id).where(webhook_events.c.type == "invoice.finalized")
+        ).all()
+    sequence = [int(n.rsplit("-", 1)[1]) for n in numbers]
+    if sequence != list(range(1, len(sequence) + 1)) or len(finalized_events) != len(numbers):
+        b.invoices_numbering_wrong += 1
+        notes.append(f"invoice numbers {numbers}, {len(finalized_events)} invoice.finalized events")
     records = [r for r in ledger_rows(s.engine) if r["customer_id"] == beta]
     ids = {r["id"] for r in records}
     b.usage_claimed_twice = sum(n - 1 for n in claims.values())
@@ -125,8 +138,15 @@ def _webhooks(s: Scenario, b: Breaches, notes: list[str]) -> None:
     b.events_lost = len(set(events) - set(bodies))
     b.events_new_id = len(set(bodies) - set(events))
     b.events_body_changed = sum(1 for v in bodies.values() if len(v) > 1)
+    b.events_resent_unexplained = max(0, resent(s) - s.stats.resends_same_id)
     if b.events_lost:
         notes.append(f"events never delivered: {sorted(events[e] for e in set(events) - set(bodies))}")
+
+
+def resent(s: Scenario) -> int:
+    """Deliveries the receiver got again under an id it had already seen."""
+    seen = Counter(headers["webhook-id"] for headers, _ in s.receiver.requests)
+    return sum(n - 1 for n in seen.values())
 
 
 def _dgemu_key_ids(s: Scenario) -> set[str]:
