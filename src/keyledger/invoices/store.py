@@ -15,7 +15,6 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
-    exists,
     func,
     insert,
     literal,
@@ -72,25 +71,6 @@ def live_invoice(db: Connection, customer_id: str, period: str) -> dict[str, Any
     return dict(row) if row else None
 
 
-def issued_before(db: Connection, customer_id: str, period: str) -> list[dict[str, Any]]:
-    """The customer's finalized or paid invoices of periods before ``period``, oldest first."""
-    rows = (
-        db.execute(
-            select(invoices)
-            .where(
-                invoices.c.customer_id == customer_id,
-                invoices.c.period < period,
-                invoices.c.status.in_(ISSUED),
-                _NOT_VOID,
-            )
-            .order_by(invoices.c.period)
-        )
-        .mappings()
-        .all()
-    )
-    return [dict(r) for r in rows]
-
-
 def lock_customers(db: Connection, customer_ids: list[str]) -> dict[str, Customer]:
     """The customers, locked (PostgreSQL ``FOR UPDATE``) in id order so concurrent runs never deadlock."""
     rows = db.execute(
@@ -118,7 +98,8 @@ def live_invoices(db: Connection, customer_ids: list[str], period: str) -> dict[
 def issued_before_many(
     db: Connection, customer_ids: list[str], period: str
 ) -> dict[str, list[dict[str, Any]]]:
-    """:func:`issued_before` for many customers at once (id, period, bounds and plan version only)."""
+    """Each customer's finalized or paid invoices of periods before ``period``, oldest first (id,
+    period, bounds and plan version)."""
     rows = db.execute(
         select(
             invoices.c.id, invoices.c.customer_id, invoices.c.period, invoices.c.starts_at,
@@ -269,10 +250,6 @@ def _in_range(lo: datetime, hi: datetime) -> tuple:
     return (ur.day >= first, ur.day <= last, inside)
 
 
-def _unclaimed():
-    return ~exists(select(literal(1)).where(iu.usage_record_id == ur.id))
-
-
 def release_claims(db: Connection, invoice_id: str) -> int:
     return release_claims_of(db, [invoice_id])
 
@@ -283,20 +260,9 @@ def release_claims_of(db: Connection, invoice_ids: list[str]) -> int:
     return db.execute(delete(invoice_usage).where(iu.invoice_id.in_(invoice_ids))).rowcount
 
 
-def claim(
-    db: Connection, invoice_id: str, customer_id: str, lo: datetime, hi: datetime, *, late: bool
-) -> int:
-    """Claim for the invoice every record of the customer created in [lo, hi) that no invoice bills yet."""
-    src = select(ur.id, literal(invoice_id), literal(late)).where(
-        ur.customer_id == customer_id, *_in_range(lo, hi), _unclaimed()
-    )
-    result = db.execute(insert(invoice_usage).from_select(["usage_record_id", "invoice_id", "late"], src))
-    return result.rowcount
-
-
 def claim_for(db: Connection, invoice_ids: list[str], lo: datetime, hi: datetime, *, late: bool) -> int:
-    """:func:`claim` for many invoices whose usage window is the same [lo, hi) (one INSERT … SELECT):
-    each invoice claims its customer's records created in the window that no invoice bills yet.
+    """Claim for each of the invoices (one INSERT … SELECT for all of them; they share the usage window
+    [lo, hi)) every record of its customer created in the window that no invoice bills yet.
 
     "Not billed yet" is the primary key's ``ON CONFLICT DO NOTHING`` rather than a NOT EXISTS probe:
     the same result, but no plan can turn it into a scan of every claim (PostgreSQL planned one from
