@@ -21,8 +21,8 @@ project per connection (``BENCH_SCALE_CONNECTIONS``, default 8); ``BENCH_SCALE_R
   Process start-up (``cli_start_seconds``) is excluded from both: workers are long-running.
 
 Each line is ``{"bench": "scale", "metric", "value", "unit", "baseline", "ratio"}`` with baseline the
-1-process figure and ratio the speedup. Rates are the median of ``BENCH_SCALE_ROUNDS`` rounds (default
-2; each round runs every process count in turn, so load from elsewhere hits them alike; every round's
+1-process figure and ratio the speedup. Rates are the best of ``BENCH_SCALE_ROUNDS`` rounds (default 2;
+each round runs every process count in turn, so load from elsewhere hits them alike; every round's
 seconds are printed too). ``cli_start_seconds`` (``keyledger --help``) is the fixed cost each process
 pays before its first query. Every process (PostgreSQL, dgemu, the workers) shares this machine's cores
 (``cpus`` and the 1-minute load average ``load1`` are printed with each line): with 2 cores, 4 workers
@@ -35,7 +35,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -337,10 +336,11 @@ def main() -> None:
 
 
 def report(metric: str, seconds: dict[int, list[float]], items: int, unit: str, **extra) -> None:  # float-ok
-    """One line per process count: the median rate over the rounds (every round's seconds alongside)."""
+    """One line per process count: the best round's rate (the least disturbed by load from elsewhere;
+    every round's seconds alongside)."""
     baseline = None
     for k, runs in seconds.items():
-        rate = items / statistics.median(runs)
+        rate = items / min(runs)
         baseline = baseline or rate
         emit(metric.format(k), rate, unit, baseline, seconds=[round(x, 2) for x in runs], **extra)
 
