@@ -175,8 +175,8 @@ def parse_request(
         or (type(usd) is Decimal and not usd.is_finite())
     ):
         return parse_request_tolerant(raw, resolve, max_usd)
-    if not _ZERO <= usd <= max_usd or (type(usd) is Decimal and usd.as_tuple().exponent < -10):
-        return parse_request_tolerant(raw, resolve, max_usd)  # refuses it, or a harmless trailing zero
+    if not _ZERO <= usd <= max_usd or (type(usd) is Decimal and usd.quantize(USD_QUANTUM) != usd):
+        return parse_request_tolerant(raw, resolve, max_usd)  # refuses it
     if endpoint == "listen" or endpoint == "agent":
         seconds = details.get("total_audio")
         if (
