@@ -36,7 +36,7 @@ from keyledger.db.tables_usage import sync_runs
 from keyledger.invoices.service import InvoiceService
 from keyledger.notifications.service import WebhookService
 from keyledger.pricing.service import import_plan_text
-from keyledger.worker.jobs import deliver_due, sync_then_budgets
+from keyledger.worker.jobs import deliver_due, sync_service, sync_then_budgets
 from tests.invoice_support import FLAT
 from tests.scenario.conftest import kl_run
 from tests.service.test_invoice_content_hash import MUTABLE
@@ -61,6 +61,7 @@ KILL_POINTS: dict[str, list[str]] = {
         "sync.after_commit:1",
         "sync.before_finish",
         "budgets.after_evaluate",
+        "budgets.after_revoke_key",
         "webhooks.after_send:{m}",
     ],
     "rotate": ["keys.after_provider_create", "keys.rotate_after_create"],
@@ -82,7 +83,7 @@ def replay_command(seed: int, db: str) -> str:
 
 @dataclass(frozen=True)
 class Op:
-    name: str  # traffic | sync | rotate | budgets | deliver | invoice | storm | calm
+    name: str  # traffic | sync | pull | rotate | budgets | deliver | invoice | storm | calm | moving
     args: tuple = ()
     kill: str | None = None  # a KEYLEDGER_FAULT spec: this op runs as a CLI subprocess that is killed
 
@@ -123,7 +124,7 @@ def plan(seed: int) -> list[Op]:
             ops.append(Op(kind))
     # acme goes over its revoke budget in every seed (first when the seed kills a budget enforcement)
     over = Op("traffic", ("acme", 60, 300))
-    # the first kill: the seed's (operation, point) in turn, so any 15 consecutive seeds reach every point;
+    # the first kill: the seed's (operation, point) in turn, so any 16 consecutive seeds reach every point;
     # the operation is added when the plan has none (a rotation of beta, who is never suspended)
     kind, point = ALL_POINTS[seed % len(ALL_POINTS)]
     if kind not in {op.name for op in ops}:
@@ -136,7 +137,14 @@ def plan(seed: int) -> list[Op]:
         i = rnd.choice(others)
         again = rnd.choice(KILL_POINTS[ops[i].name]).format(n=rnd.randint(1, 6), m=rnd.randint(1, 2))
         ops[i] = Op(ops[i].name, ops[i].args, again)
-    ops.insert(0 if point.startswith(("budgets", "keys.revoke")) else rnd.randint(0, len(ops)), over)
+    if point.startswith(("budgets.after_revoke_key", "keys.revoke")):
+        # the killed operation is the one that enforces: acme's usage arrives just before it (pulled into
+        # the ledger by a sync that evaluates no budget when the operation is a budget check)
+        ops[first:first] = [over, Op("pull")] if kind == "budgets" else [over]
+    else:
+        if point.startswith("sync.after_chunk_commit"):
+            ops.insert(first, Op("traffic", ("beta", 450, 100)))  # a window of more than one chunk
+        ops.insert(rnd.randint(0, len(ops)), over)
     return ops
 
 
@@ -291,6 +299,9 @@ class Scenario:
             return "ok"
         if op.name == "budgets":
             BudgetService(rt).evaluate_all()
+            return "ok"
+        if op.name == "pull":  # the usage sync alone, no budget evaluation
+            sync_service(rt).sync(since=self.since)
             return "ok"
         if op.name == "deliver":
             deliver_due(rt)

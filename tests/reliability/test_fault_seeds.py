@@ -61,7 +61,7 @@ def test_seeded_faults_keep_every_invariant(seed, db_url, dgemu, receiver, tmp_p
 def test_a_seed_replays_exactly(_sqlite_template, dgemu, receiver, tmp_path):
     """The same seed twice, each on a fresh database: the same plan and the same operation log (which
     operations ran, where each was killed or that its point was not reached, the outcomes)."""
-    seed = 53  # two kills (budget enforcement, key creation) in a 5xx + 429 storm with late records
+    seed = 53  # two kills (a sync, a rotation) in a 5xx + 429 storm with late records
     assert [str(op) for op in plan(seed)] == [str(op) for op in plan(seed)]
     runs = []
     for name in ("first", "second"):
