@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, inspect, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, Table, create_engine, inspect, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from keyledger.core.crypto import Cipher, DecryptionError, WrongSecretKey, associated_data
 from keyledger.db.tables_api import idempotency_keys
@@ -71,12 +72,29 @@ def _wrong_key(cipher: Cipher, blob: bytes) -> WrongSecretKey:
     )
 
 
+def _side_engine(engine: Engine) -> Engine:
+    """A connection of its own for the check: ``Runtime.cipher`` is first used lazily, often inside a caller's
+    transaction, and on SQLite every transaction of the main engine takes the write lock (BEGIN IMMEDIATE).
+    Reads here never wait for it (WAL); the one write waits at most a moment."""
+    if engine.url.get_backend_name() == "sqlite":
+        return create_engine(engine.url, poolclass=NullPool, connect_args={"timeout": 0.5})
+    return create_engine(engine.url, poolclass=NullPool)
+
+
 def verify_secret_key(engine: Engine, cipher: Cipher) -> None:
     """Raise :class:`WrongSecretKey` unless ``cipher`` decrypts this database's secrets.
 
     A database that is not migrated yet has nothing to check. One without a canary (older, or fresh) is
     checked against the first stored secret of each encrypted column, then gets a canary sealed with the
-    primary key, so later checks are one row."""
+    primary key (skipped, and done at a later start, if another writer holds the database just then)."""
+    side = _side_engine(engine)
+    try:
+        _verify(side, cipher)
+    finally:
+        side.dispose()
+
+
+def _verify(engine: Engine, cipher: Cipher) -> None:
     if not inspect(engine).has_table(secret_key_check.name):
         return
     with engine.connect() as db:
@@ -101,7 +119,9 @@ def verify_secret_key(engine: Engine, cipher: Cipher) -> None:
             db.execute(secret_key_check.insert().values(id=CANARY_ID, canary=blob, created_at=now,
                                                         updated_at=now))
     except IntegrityError:  # another process wrote it first: check against theirs
-        verify_secret_key(engine, cipher)
+        _verify(engine, cipher)
+    except OperationalError:  # SQLite busy (a writer holds it): the secrets checked out; canary next time
+        pass
 
 
 def reencrypt_everything(db, cipher: Cipher) -> dict[str, int]:
