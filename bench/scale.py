@@ -16,7 +16,8 @@ project per connection (``BENCH_SCALE_CONNECTIONS``, default 8); ``BENCH_SCALE_R
   (all workers running) until the ledger holds every record.
 - ``invoice_customers_per_s_<k>_processes``: k processes each running ``InvoiceService.run(period,
   shard=(i, k))`` — what ``keyledger invoices run --shard i/k`` runs — over the synced ledger
-  (``ANALYZE`` first, then a warm-up run, so every timed run rebuilds the same drafts); timed from a
+  (``ANALYZE`` first, then a warm-up run, so every timed run rebuilds the same drafts); an untimed
+  warm-up sync comes before the timed ones; timed from a
   common start signal once every process has imported and connected, until the last finishes.
   Process start-up (``cli_start_seconds``) is excluded from both: workers are long-running.
 
@@ -302,6 +303,13 @@ def main() -> None:
         customers = CONNECTIONS * CUSTOMERS_PER_CONNECTION
         # Rounds interleave the worker counts, so a burst of load from elsewhere hits each count alike.
         sync_seconds: dict[int, list[float]] = {k: [] for k in WORKERS}  # float-ok: seconds
+        # Warm-up (untimed): the first sync after start-up was up to six times slower than the next ones.
+        warm = f"kl_bench_scale_{os.getpid()}_warmup"
+        names.append(warm)
+        url = create_database(warm, base, projects)
+        timed_sync(url, cli_env(url, tmp, projects), WORKERS[0], expected, log)
+        if not KEEP:
+            drop_database(names.pop())
         env: dict[str, str] = {}
         for r in range(ROUNDS):
             for k in WORKERS:
