@@ -13,11 +13,11 @@ project per connection (``BENCH_SCALE_CONNECTIONS``, default 8); ``BENCH_SCALE_R
 - ``sync_records_per_s_<k>_workers``: k ``keyledger worker`` processes on a fresh database; they split
   the connections through the worker's job leases (``sync:<connection>`` is claimed by one worker at a
   time). The workers start on inactive connections; timed from the moment every connection is activated
-  (all workers running) until the ledger holds every record.
+  (all workers running) until the ledger holds every record. An untimed warm-up sync comes first (the
+  first sync after start-up was up to six times slower than the next ones).
 - ``invoice_customers_per_s_<k>_processes``: k processes each running ``InvoiceService.run(period,
   shard=(i, k))`` — what ``keyledger invoices run --shard i/k`` runs — over the synced ledger
-  (``ANALYZE`` first, then a warm-up run, so every timed run rebuilds the same drafts); an untimed
-  warm-up sync comes before the timed ones; timed from a
+  (``ANALYZE`` first, then a warm-up run, so every timed run rebuilds the same drafts); timed from a
   common start signal once every process has imported and connected, until the last finishes.
   Process start-up (``cli_start_seconds``) is excluded from both: workers are long-running.
 
