@@ -230,19 +230,31 @@ class InvoiceService:
             for c in chunk:
                 entry = built.get(c.id) or RunEntry(c.id, c.external_id, "skipped", message="no plan")
                 if finalize and entry.outcome in ("created", "rebuilt"):
-                    inv = self.finalize(entry.invoice_id)
-                    entry = RunEntry(
-                        c.id,
-                        c.external_id,
-                        "finalized",
-                        inv["id"],
-                        inv["number"],
-                        inv["total"],
-                        inv["currency"],
-                        entry.outcome,
-                    )
+                    entry = self._finalize_built(c, entry, strict=customer is not None)
                 report.entries.append(entry)
         return report
+
+    def _finalize_built(self, c: Customer, built: RunEntry, *, strict: bool) -> RunEntry:
+        """Finalize a draft this run built. Another run may have finalized (or since voided) it in the
+        meantime: that is reported ``unchanged``, as a run that found it so would; any other problem is
+        this customer's failure (raised when ``strict``), never the run's."""
+        try:
+            inv = self.finalize(built.invoice_id)
+        except KeyledgerError as exc:
+            with self._tx() as db:
+                now = store.get_invoice(db, built.invoice_id)
+            if now is not None and now["status"] != Status.DRAFT:
+                return RunEntry(
+                    c.id, c.external_id, "unchanged", now["id"], now["number"], now["total"],
+                    now["currency"], f"already {now['status']}",
+                )
+            if strict:
+                raise
+            return RunEntry(c.id, c.external_id, "failed", built.invoice_id, message=str(exc))
+        return RunEntry(
+            c.id, c.external_id, "finalized", inv["id"], inv["number"], inv["total"], inv["currency"],
+            built.outcome,
+        )
 
     def _build_all(self, chunk: list[Customer], period: Period, plans: _PlanCache) -> dict[str, RunEntry]:
         """One batch; customers it could not build (a draft that cannot be priced, a concurrent change)
