@@ -79,8 +79,9 @@ class ConnectionCreate(Body):
 
 class SyncRunCreate(Body):
     connection: str | None = Field(None, max_length=200)
-    since: str | None = Field(None, max_length=40, description="Date or ISO date-time (UTC).")
-    until: str | None = Field(None, max_length=40, description="Date (inclusive) or ISO date-time (UTC).")
+    since: str | None = Field(None, min_length=1, max_length=40, description="Date or ISO date-time (UTC).")
+    until: str | None = Field(None, min_length=1, max_length=40,
+                              description="Date (inclusive) or ISO date-time (UTC).")
 
 
 class InvoiceRunCreate(Body):

@@ -40,6 +40,9 @@ def to_decimal(value: Any, field: str = "amount") -> Decimal:
         result = value
     elif isinstance(value, bool) or isinstance(value, float):
         raise Invalid(f"{field}: give an exact decimal (a string such as \"12.34\"), not {value!r}")
+    elif isinstance(value, str) and (not value.isascii() or "_" in value):
+        # Decimal() would read "１０" (fullwidth digits) and "1_000" as numbers; a user meant neither
+        raise Invalid(f"{field}: {value!r} is not a decimal number")
     elif isinstance(value, int | str):
         try:
             result = Decimal(str(value).strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,10 +60,21 @@ def validate_email(value: str | None) -> str | None:
     return email
 
 
+def _control_character(text: str) -> str | None:
+    """The first control or bidirectional-override character (they hide or reorder what a name shows)."""
+    for c in text:
+        if unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn") or "\u202a" <= c <= "\u202e" or (
+                "\u2066" <= c <= "\u2069"):
+            return c
+    return None
+
+
 def validate_customer_name(value: str) -> str:
     name = (value or "").strip()
     if not name:
         raise Invalid("customer name must not be empty")
+    if (bad := _control_character(name)) is not None:
+        raise Invalid(f"customer name must not contain control characters (found U+{ord(bad):04X})")
     if len(name) > 300:
         raise Invalid("customer name is longer than 300 characters")
     return name
@@ -73,7 +85,10 @@ def validate_external_id(value: str) -> str:
     if not ext:
         raise Invalid("external id must not be empty")
     if len(ext) > 200 or any(c.isspace() for c in ext) or "," in ext:
-        raise Invalid(f"external id {value!r} must be at most 200 characters, without spaces or commas")
+        raise Invalid(f"external id {ext[:40]!r} must be at most 200 characters, without spaces or commas")
+    bad = _control_character(ext) or next((c for c in ext if unicodedata.category(c) == "Cf"), None)
+    if bad is not None:
+        raise Invalid(f"external id must not contain control or format characters (found U+{ord(bad):04X})")
     return ext
 
 

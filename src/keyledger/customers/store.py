@@ -60,6 +60,8 @@ def insert_customer(db: DB, values: dict[str, Any]) -> Customer:
 
 def find_customer(db: DB, ref: str) -> Customer | None:
     """By id or external id (an id wins if both happen to match)."""
+    if "\x00" in ref:  # no id holds NUL (PostgreSQL text cannot even compare with one)
+        return None
     rows = db.execute(
         select(customers).where(or_(customers.c.id == ref, customers.c.external_id == ref))
     ).all()
@@ -70,7 +72,7 @@ def find_customer(db: DB, ref: str) -> Customer | None:
 
 
 def get_customer(db: DB, ref: str, *, for_update: bool = False) -> Customer:
-    if for_update:
+    if for_update and "\x00" not in ref:
         row = db.execute(
             select(customers)
             .where(or_(customers.c.id == ref, customers.c.external_id == ref))

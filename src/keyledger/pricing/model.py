@@ -198,7 +198,7 @@ class Period:
 
     @classmethod
     def month(cls, key: str) -> Period:
-        m = re.fullmatch(r"(\d{4})-(\d{2})", key.strip())
+        m = re.fullmatch(r"(\d{4})-(\d{2})", key.strip(), re.ASCII)  # not "２０２６-01"
         if not m or not 1 <= int(m.group(2)) <= 12:
             raise Invalid(f"period {key!r}: use YYYY-MM")
         year, month = int(m.group(1)), int(m.group(2))

@@ -31,7 +31,8 @@ from keyledger.pricing.model import ByoPricing, Included, Mode, Pattern, Plan, R
 from keyledger.pricing.units import PRICE_UNITS, QUANTITY_PLACES
 
 FieldPath = tuple[str | int, ...]
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)  # ASCII digits: "１０" is no price
+MAX_NUMBER = Decimal("1e15")  # beyond this no price, fee or percent is meant (and exactness would suffer)
 _PLAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _PERIOD_KEY = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 _TOP_KEYS = (
@@ -238,6 +239,8 @@ class _Validator:
             raise self.fail(path, "must be a finite number")
         if result < 0 or (positive and result == 0):
             raise self.fail(path, "must be greater than 0" if positive else "must not be negative")
+        if result >= MAX_NUMBER:
+            raise self.fail(path, f"is too large (must be below {MAX_NUMBER:,.0f})")
         exponent = result.as_tuple().exponent
         if isinstance(exponent, int) and -exponent > places:
             raise self.fail(path, f"at most {places} decimal places{places_why} (got {result})")

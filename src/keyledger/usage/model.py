@@ -141,7 +141,7 @@ def parse_period(value: str) -> tuple[date, date]:
     text = value.strip()
     try:
         year_s, month_s = text.split("-")
-        if len(year_s) != 4 or len(month_s) != 2:
+        if len(year_s) != 4 or len(month_s) != 2 or not text.isascii():  # int() reads "２０２６" too
             raise ValueError
         year, month = int(year_s), int(month_s)
         if not 1 <= month <= 12:

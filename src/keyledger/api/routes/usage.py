@@ -18,8 +18,10 @@ router = APIRouter(tags=["usage"])
 def usage(
     request: Request,
     customer_id: str,
-    from_: str | None = Query(None, alias="from", max_length=10, description="First day, YYYY-MM-DD (UTC)."),
-    to: str | None = Query(None, max_length=10, description="Last day, inclusive; default today."),
+    from_: str | None = Query(None, alias="from", min_length=1, max_length=10,
+                              description="First day, YYYY-MM-DD (UTC)."),
+    to: str | None = Query(None, min_length=1, max_length=10,
+                           description="Last day, inclusive; default today."),
     by: str = Query("line-item", description="line-item, day or key"),
     p: Principal = Depends(principal),
 ):
