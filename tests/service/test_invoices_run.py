@@ -4,6 +4,7 @@ every usage record is billed exactly once."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -238,6 +239,24 @@ def test_late_usage_goes_on_the_next_invoice_marked(w):
     # Rebuilding February gives the same invoice (deterministic), and the late usage is billed once.
     again = w.service.get(w.service.run("2026-02").entries[0].invoice_id)
     assert lines(again) == lines(feb) and again["total"] == feb["total"]
+
+
+def test_a_replacement_leaves_out_late_usage_a_later_invoice_already_bills(w, engine):
+    """January is voided after February billed a late January record: the replacement bills the rest of
+    January's usage and not that record (the run reads back what it claimed, not the whole window)."""
+    a = w.customer("acme")
+    w.usage(a, at(2026, 1, 3), minutes="60", cost="0.26")
+    jan = w.service.finalize(w.service.run("2026-01").entries[0].invoice_id)
+    w.usage(a, at(2026, 1, 30), minutes="100", cost="0.43")  # late: February bills it
+    feb = w.service.run("2026-02").entries[0]
+    w.service.void(jan["id"], reason="wrong address")
+    [again] = w.service.run("2026-01").entries
+    assert again.outcome == "created"
+    assert lines(w.service.get(again.invoice_id)) == lines(w.service.get(jan["id"]))
+    assert again.total == jan["total"]
+    assert sorted(Counter(_claims(engine).values()).items()) == sorted(
+        {again.invoice_id: 1, feb.invoice_id: 1}.items()
+    )
 
 
 def _claims(engine) -> dict[int, str]:

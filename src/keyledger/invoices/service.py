@@ -44,7 +44,7 @@ from keyledger.invoices.model import (
     validate_prefix,
     zone,
 )
-from keyledger.pricing.model import Period, PlanVersion
+from keyledger.pricing.model import Period, PlanVersion, UsageLine
 from keyledger.pricing.rates import EXACT
 from keyledger.pricing.service import get_plan_version, plan_for
 
@@ -330,10 +330,21 @@ class InvoiceService:
         windows: dict[tuple[datetime, datetime], list[str]] = {}
         for d in todo:
             windows.setdefault((d.header["starts_at"], d.header["ends_at"]), []).append(d.invoice_id)
+        #    SQLite: the window's usage is summed from the usage index just before its claim; when the
+        #    claim took every record of the window (none is billed by another invoice), those sums are
+        #    the claimed usage: the transaction holds the write lock (BEGIN IMMEDIATE), nothing changes
+        #    in between. Otherwise (and on PostgreSQL, where other sessions write meanwhile) the claimed
+        #    usage is read back through invoice_usage.
+        summed_first = db.dialect.name == "sqlite"
+        usage: dict[str, list[UsageLine]] = {}
+        read_back: list[str] = []
         for (lo, hi), invoice_ids in windows.items():
-            store.claim_for(db, invoice_ids, lo, hi, late=False)
-        drafts = [d.invoice_id for d in todo]
-        usage = store.usage_by_invoice(db, drafts, late=False)
+            summed, in_window = store.usage_in_window(db, invoice_ids, lo, hi) if summed_first else ({}, -1)
+            if store.claim_for(db, invoice_ids, lo, hi, late=False) == in_window:
+                usage.update(summed)
+            else:
+                read_back += invoice_ids
+        usage.update(store.usage_by_invoice(db, read_back, late=False))
         # 2. late usage of earlier periods whose invoices are already issued: one claim per earlier
         #    window, oldest first; only the drafts that claimed some are priced one by one.
         issued = store.issued_before_many(db, [d.customer.id for d in todo], period.key)

@@ -31,6 +31,7 @@ from keyledger.db.tables_invoices import credit_notes, invoice_lines, invoice_us
 from keyledger.db.tables_usage import usage_records
 from keyledger.invoices.calc import Line
 from keyledger.pricing.model import UsageLine
+from keyledger.pricing.rates import EXACT
 
 LIVE = ("draft", "finalized", "paid")
 ISSUED = ("finalized", "paid")
@@ -307,6 +308,36 @@ def usage_by_invoice(db: Connection, invoice_ids: list[str], *, late: bool) -> d
     for r in db.execute(q):
         out.setdefault(r[0], []).append(UsageLine(r[1], r[2], _dec(r[4]), _dec(r[5]), bool(r[3])))
     return out
+
+
+def usage_in_window(
+    db: Connection, invoice_ids: list[str], lo: datetime, hi: datetime
+) -> tuple[dict[str, list[UsageLine]], int]:
+    """Every record of each invoice's customer created in [lo, hi), summed like :func:`usage_by_invoice`
+    (claimed or not), and how many records that is: the same predicate as :func:`claim_for`, read
+    from the usage index alone (no lookup per claim). The sums are what the invoices claim when the
+    claim takes every one of those records (the caller compares the counts)."""
+    if not invoice_ids:
+        return {}, 0
+    q = (
+        select(invoices.c.id, ur.line_item, ur.unit, ur.connection_id, func.sum(ur.quantity),
+               func.sum(ur.cost_usd), func.count())
+        .select_from(invoices.join(usage_records, ur.customer_id == invoices.c.customer_id))
+        .where(invoices.c.id.in_(invoice_ids), *_in_range(lo, hi))
+        .group_by(invoices.c.id, ur.line_item, ur.unit, ur.connection_id)
+    )
+    byo = set(db.execute(select(connections.c.id).where(connections.c.kind == "byo")).scalars())
+    sums: dict[tuple[str, str, str, bool], tuple[Decimal, Decimal]] = {}
+    count = 0
+    for r in db.execute(q):
+        key = (r[0], r[1], r[2], r[3] in byo)
+        quantity, cost = sums.get(key, (Decimal(0), Decimal(0)))
+        sums[key] = (EXACT.add(quantity, _dec(r[4])), EXACT.add(cost, _dec(r[5])))
+        count += r[6]
+    out: dict[str, list[UsageLine]] = {}
+    for key in sorted(sums):
+        out.setdefault(key[0], []).append(UsageLine(key[1], key[2], *sums[key], key[3]))
+    return out, count
 
 
 def with_late_claims(db: Connection, invoice_ids: list[str]) -> set[str]:
