@@ -339,8 +339,9 @@ class InvoiceService:
         usage: dict[str, list[UsageLine]] = {}
         read_back: list[str] = []
         for (lo, hi), invoice_ids in windows.items():
-            summed, in_window = store.usage_in_window(db, invoice_ids, lo, hi) if summed_first else ({}, -1)
-            if store.claim_for(db, invoice_ids, lo, hi, late=False) == in_window:
+            summed, in_window = store.usage_in_window(db, invoice_ids, lo, hi) if summed_first else ({}, 0)
+            claimed = store.claim_for(db, invoice_ids, lo, hi, late=False)
+            if summed_first and claimed == in_window:
                 usage.update(summed)
             else:
                 read_back += invoice_ids
