@@ -138,8 +138,6 @@ def test_cli_bad_input_catalogue(arranged, engine, tmp_path):
     print(f"bad input (CLI): {len(cases)} cases, all one-line errors, exit 1, database unchanged")
 
 
-@pytest.mark.xfail(strict=True, reason="usage/cli.py (H1's): `keyledger usage acme --from ''` is read as "
-                   "'not given' (month start) instead of refused as a bad date")
 def test_cli_usage_empty_date_is_refused(arranged):
     kl, _number = arranged
     results = run_batch([["usage", "acme", "--from", ""], ["usage", "acme", "--to", ""]], kl.env, kl.path)

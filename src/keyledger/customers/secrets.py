@@ -103,7 +103,7 @@ class Rotation:
     cached_responses: int = 0  # idempotency replays (encrypted response bodies)
 
 
-def _reencrypt(deps: Deps, cipher: Cipher, actor: str) -> dict[str, int]:
+def reencrypt_all(deps: Deps, cipher: Cipher, actor: str = "cli") -> dict[str, int]:
     """Every stored secret (keys, connections, webhook endpoints, cached responses, the key-check canary)
     re-sealed under the primary key in one transaction, then proven to decrypt with the primary key alone."""
     with deps.engine.begin() as db:
@@ -133,7 +133,7 @@ def rotate_secret_key(
                 f"({SECRET_ENV}=NEW,OLD; NEW from `keyledger secrets generate-key`) and run again"
             )
         verify_secret_key(deps.engine, Cipher(keyring))
-        counts = _reencrypt(deps, Cipher(keyring), actor)
+        counts = reencrypt_all(deps, Cipher(keyring), actor)
         return _rotation(keyring, keyring.ids[1:], counts, "env")
     current = file_secret_key(config_path)
     if not current:
@@ -145,7 +145,7 @@ def rotate_secret_key(
     # 1. The file names both keys before any ciphertext changes: a crash from here on loses nothing.
     set_file_secret_key(config_path, both.to_config())
     # 2. Everything re-encrypted in one transaction, then proven to decrypt with the new key alone.
-    counts = _reencrypt(deps, Cipher(both), actor)
+    counts = reencrypt_all(deps, Cipher(both), actor)
     fault_point("secrets.after_reencrypt")
     # 3. Only now is the old key dropped.
     set_file_secret_key(config_path, both.only_primary().to_config())

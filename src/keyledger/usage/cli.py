@@ -81,8 +81,8 @@ def usage(
     prices the ledger with keyledger's copy of Deepgram's price list.)"""
     runtime = ctx.obj
     today = service.utc_today(runtime.clock)
-    start = model.parse_date(from_, "--from") if from_ else model.month_of(today)[0]
-    end = model.parse_date(to, "--to") if to else today
+    start = model.parse_date(from_, "--from") if from_ is not None else model.month_of(today)[0]
+    end = model.parse_date(to, "--to") if to is not None else today
     report = service.usage_report(runtime.engine, customer=customer, start=start, end=end, by=by)
     if as_json:
         output.emit_json(report, default=_default)
