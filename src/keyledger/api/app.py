@@ -48,6 +48,16 @@ def request_id_for(request: Request) -> str:
     return given if SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
+def nul_refusal(request: Request) -> Any:
+    """A NUL character in the path or the query never names anything (and PostgreSQL cannot compare text
+    with one): 404 for a path, 422 for a query, before any route runs."""
+    if "\x00" in request.scope.get("path", ""):
+        return problems.problem(404, "no such resource: the path contains a NUL character")
+    if b"%00" in request.scope.get("query_string", b"") or b"\x00" in request.scope.get("query_string", b""):
+        return problems.problem(422, "the query string contains a NUL character")
+    return None
+
+
 def create_app(runtime: Any) -> FastAPI:
     app = FastAPI(
         title="keyledger",
@@ -67,7 +77,7 @@ def create_app(runtime: Any) -> FastAPI:
         request_id = request_id_for(request)
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(request_id=request_id):
-            response = await call_next(request)
+            response = nul_refusal(request) or await call_next(request)
         response.headers[REQUEST_ID_HEADER] = request_id
         http_metrics.observe(request, response.status_code, time.perf_counter() - started)
         return response
