@@ -279,7 +279,7 @@ class InvoiceService:
         nothing is written); otherwise customers that fail a check before anything is written are left
         out of the result, and a problem after that raises :class:`_OneByOne` (the batch rolls back)."""
         try:
-            with self._tx() as db:
+            with self._tx() as db, store.run_page_cache(db):
                 return self._build_batch_in(db, chunk, period, plans, strict=strict)
         except IntegrityError:
             if strict:

@@ -5,6 +5,8 @@ Every function takes an open connection; the caller (``service``) owns the trans
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -166,6 +168,22 @@ def write_audits(db: Connection, rows: list[dict[str, Any]]) -> None:
     """Audit entries (``id, at, actor, action, subject, details``) in one executemany."""
     if rows:
         db.execute(insert(audit_log), rows)
+
+
+@contextmanager
+def run_page_cache(db: Connection) -> Iterator[None]:
+    """SQLite: a 64 MiB page cache (the default is 2 MiB) while a run's batch reads and claims the
+    month's usage, which touches every page of it; the connection's own size is restored after, so the
+    memory is given back. PostgreSQL: nothing (its buffers are the server's)."""
+    if db.dialect.name != "sqlite":
+        yield
+        return
+    before = int(db.exec_driver_sql("PRAGMA cache_size").scalar_one())
+    db.exec_driver_sql("PRAGMA cache_size=-65536")
+    try:
+        yield
+    finally:
+        db.exec_driver_sql(f"PRAGMA cache_size={before}")
 
 
 # ---------------------------------------------------------------------------- lines
