@@ -354,3 +354,33 @@ def test_worker_invoices_a_period_once_its_local_end_plus_grace_has_passed(db_ur
             assert len(sent.all()) == 1
     finally:
         rt.engine.dispose()
+
+
+def test_worker_runs_each_due_period_once_for_all_its_customers(db_url):
+    """Customers whose local months close at different instants are due for different periods at once:
+    the worker invoices each customer's own closed month (one batched run per period), then nothing."""
+    rt = Runtime(
+        settings=Settings(database_url=db_url, secret_key=generate_key(), worker_invoice_grace_seconds=0),
+        environ={},
+    )
+    try:
+        w = World(rt.engine, at=datetime(2026, 9, 20, tzinfo=UTC))
+        rt.clock = w.clock
+        due = {
+            "utc1": ("UTC", "2026-10"),
+            "utc2": ("UTC", "2026-10"),
+            "kiri": ("Pacific/Kiritimati", "2026-11"),
+        }
+        ids = {ext: w.customer(ext, tz=tz) for ext, (tz, _) in due.items()}
+        for cid in ids.values():
+            w.usage(cid, datetime(2026, 10, 15, tzinfo=UTC), minutes="3")
+            w.usage(cid, datetime(2026, 11, 15, tzinfo=UTC), minutes="5")
+        w.clock.set(datetime(2026, 11, 30, 12, tzinfo=UTC))  # Kiritimati (UTC+14) is in December already
+        done = run_closed_invoices(rt)
+        assert run_closed_invoices(rt) == []
+        rows = {ext: invoice_rows(rt.engine, cid) for ext, cid in ids.items()}
+        assert {ext: list(r) for ext, r in rows.items()} == {ext: [p] for ext, (_, p) in due.items()}
+        assert sorted(done) == sorted(r[due[ext][1]]["id"] for ext, r in rows.items())
+        assert {r[due[ext][1]]["status"] for ext, r in rows.items()} == {"finalized"}
+    finally:
+        rt.engine.dispose()

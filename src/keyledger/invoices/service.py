@@ -9,7 +9,7 @@ then increments the number counter in the same transaction (see :func:`keyledger
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -192,6 +192,7 @@ class InvoiceService:
         customer: str | None = None,
         finalize: bool = False,
         shard: Shard | None = None,
+        customer_ids: Collection[str] | None = None,
     ) -> RunReport:
         """Build (or rebuild) the draft of ``period_key`` for one customer or every customer with a plan.
 
@@ -199,8 +200,11 @@ class InvoiceService:
         :meth:`_build_batch`). With ``customer`` given, any problem is an error; for all customers, a
         customer without a plan is skipped (reported) and one whose draft cannot be priced is reported
         as failed while the others are built. ``shard=(i, n)`` restricts the run to the customers with
-        ``shard_of(id, n) == i`` (n workers with shards 0..n-1 split one run).
+        ``shard_of(id, n) == i`` (n workers with shards 0..n-1 split one run). ``customer_ids`` restricts
+        a run for all customers to those ids (batched like it; the worker's customers of one period).
         """
+        if customer is not None and customer_ids is not None:
+            raise Invalid("give one customer or a set of customer ids, not both")
         period = Period.month(period_key)
         if shard is not None:
             index, count = check_shard(shard)
@@ -212,6 +216,9 @@ class InvoiceService:
                 targets = sorted(customer_store.list_customers(db), key=lambda c: c.external_id)
         if shard is not None:
             targets = [c for c in targets if shard_of(c.id, count) == index]
+        if customer_ids is not None:
+            wanted = set(customer_ids)
+            targets = [c for c in targets if c.id in wanted]
         plans = _PlanCache()
         for first in range(0, len(targets), self.batch_size):
             chunk = targets[first : first + self.batch_size]

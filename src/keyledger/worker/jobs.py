@@ -107,30 +107,41 @@ def previous_local_month(now: datetime, tz: str) -> budget_model.Period:
 
 
 def run_closed_invoices(rt: Any) -> list[str]:
-    """Invoices of closed periods (after the grace period) that are not issued yet; returns their ids."""
+    """Invoices of closed periods (after the grace period) that are not issued yet; returns their ids.
+
+    The customers due are grouped by period (a period is local: customers in different time zones may
+    be due for different months), and each period is one batched run of those customers; a customer
+    that cannot be invoiced is logged and the others go on."""
     now = rt.clock.now()
     grace = timedelta(seconds=int(rt.settings.worker_invoice_grace_seconds))
     svc = InvoiceService.from_settings(rt.engine, rt.clock, rt.settings, actor="worker")
-    done: list[str] = []
+    due: dict[str, list[str]] = {}
     with rt.engine.connect() as db:
-        todo = []
         for c in customer_store.list_customers(db):
             if c.plan is None:
                 continue
             period = previous_local_month(now, c.timezone)
             if now < period.ends_at + grace or c.created_at >= period.ends_at:
                 continue
-            live = invoice_store.live_invoice(db, c.id, period.key)
-            if live is not None and live["status"] != "draft":
-                continue
-            todo.append((c.id, period.key))
-    for customer_id, key in todo:
-        try:
-            report = svc.run(key, customer=customer_id, finalize=bool(rt.settings.worker_invoice_finalize))
-        except KeyledgerError as exc:
-            log.warning("worker.invoice_failed", customer_id=customer_id, period=key, error=str(exc))
+            due.setdefault(period.key, []).append(c.id)
+        for key, ids in due.items():
+            live = invoice_store.live_invoices(db, ids, key)
+            issued = {cid for cid, inv in live.items() if inv["status"] != "draft"}
+            due[key] = [cid for cid in ids if cid not in issued]
+    done: list[str] = []
+    for key, ids in sorted(due.items()):
+        if not ids:
             continue
-        done += [e.invoice_id for e in report.entries if e.invoice_id]
+        try:
+            report = svc.run(key, customer_ids=ids, finalize=bool(rt.settings.worker_invoice_finalize))
+        except KeyledgerError as exc:
+            log.warning("worker.invoice_failed", period=key, customers=len(ids), error=str(exc))
+            continue
+        for e in report.entries:
+            if e.outcome == "failed":
+                log.warning("worker.invoice_failed", customer_id=e.customer_id, period=key, error=e.message)
+            elif e.invoice_id:
+                done.append(e.invoice_id)
     return done
 
 
