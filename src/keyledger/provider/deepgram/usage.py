@@ -12,11 +12,11 @@ Wire choices follow ``docs/dgemu.md`` (the written contract), not any emulator's
   ``billing/fields`` that prefixes the model, else ``<method>::<model>``.
 
 Missing or extra fields are tolerated: a record is never dropped for a field it lacks. Hostile values
-are refused, never repaired: a ``usd`` that is negative, NaN/Infinity, not a number, above the ceiling
-(``provider_max_record_usd``, default 10,000 USD per request) or finer than the ledger's 10 decimal
-places, and a ``total_audio``/``characters``/``tokens_*`` that is negative, NaN/Infinity or not a
-number raise ProviderError naming the record and the field; so does a page holding more records than
-the ``limit`` asked for. The sync then fails with its watermark unchanged (``docs/usage-ledger.md``).
+are refused, never repaired: a ``usd`` that is negative, NaN/Infinity, not a number or above the
+ceiling (``provider_max_record_usd``, default 10,000 USD per request), and a ``total_audio``,
+``characters`` or ``tokens_*`` that is negative, NaN/Infinity or not a number raise ProviderError
+naming the record and the field; so does a page holding more records than the ``limit`` asked for.
+The sync then fails with its watermark unchanged (``docs/usage-ledger.md``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ _ZERO = Decimal(0)
 _UNBOUNDED = Decimal("Infinity")
 _SIXTY = Decimal(60)
 QUANTITY_QUANTUM = Decimal(1).scaleb(-10)
-USD_QUANTUM = Decimal(1).scaleb(-10)  # the ledger keeps 10 decimal places; a finer usd is refused
 #: Audio seconds of one request above which total_audio is refused as absurd (about 3 years).
 MAX_AUDIO_SECONDS = Decimal(10) ** 8
 
@@ -99,9 +98,7 @@ def _refused(request_id: Any, field: str, detail: str) -> ProviderError:
     return ProviderError(f"Deepgram request log: record {str(request_id)[:80]!r}: {field} {detail}; refused")
 
 
-def _checked(
-    details: dict[str, Any], field: str, request_id: Any, ceiling: Decimal, quantum: Decimal | None = None
-) -> Decimal:
+def _checked(details: dict[str, Any], field: str, request_id: Any, ceiling: Decimal) -> Decimal:
     """``details[field]`` as a finite Decimal in [0, ceiling] (missing: 0), else ProviderError."""
     try:
         value = _dec(details.get(field))
@@ -111,9 +108,6 @@ def _checked(
         raise _refused(request_id, field, f"{value} is negative")
     if value > ceiling:
         raise _refused(request_id, field, f"{value} is above the ceiling {ceiling}")
-    if quantum is not None and value != value.quantize(quantum):
-        places = -quantum.as_tuple().exponent
-        raise _refused(request_id, field, f"{value} has more than {places} decimal places")
     return value
 
 
@@ -175,7 +169,7 @@ def parse_request(
         or (type(usd) is Decimal and not usd.is_finite())
     ):
         return parse_request_tolerant(raw, resolve, max_usd)
-    if not _ZERO <= usd <= max_usd or (type(usd) is Decimal and usd.quantize(USD_QUANTUM) != usd):
+    if not _ZERO <= usd <= max_usd:
         return parse_request_tolerant(raw, resolve, max_usd)  # refuses it
     if endpoint == "listen" or endpoint == "agent":
         seconds = details.get("total_audio")
@@ -241,7 +235,7 @@ def parse_request_tolerant(
     else:
         model = "unknown"
     unit = _UNITS.get(endpoint, "request")
-    cost_usd = _checked(details, "usd", request_id, max_usd, USD_QUANTUM)
+    cost_usd = _checked(details, "usd", request_id, max_usd)
     if code is not None and code >= 400:
         quantity = _ZERO
     elif endpoint in ("listen", "agent"):
