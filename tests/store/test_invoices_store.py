@@ -1,6 +1,7 @@
 """Invoice immutability below the service layer, on SQLite and PostgreSQL: the triggers of migration
-0003 refuse raw SQL that would change a finalized invoice, its lines or usage claims, or a credit note;
-the allowed transitions pass. Also: the number counter, the one-live-invoice-per-period index."""
+0003 (PostgreSQL inserts: 0007, once per statement) refuse raw SQL that would change a finalized invoice,
+its lines or usage claims, or a credit note; the allowed transitions pass. Also: the number counter, the
+one-live-invoice-per-period index."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from keyledger.db.migrate import alembic_config, current_heads, heads, upgrade
 from keyledger.invoices import store
 from keyledger.invoices.calc import Line
 from tests.invoice_support import World
@@ -78,6 +81,37 @@ def test_raw_sql_cannot_change_a_finalized_invoice(w, engine, sql):
     message = refused(engine, sql, i=inv)
     assert "finalized" in message
     assert snapshot(engine, inv) == before
+
+
+SNEAK_LINES = (
+    "INSERT INTO invoice_lines (invoice_id, position, kind, description, amount, provider_cost_usd, "
+    "late_adjustment) SELECT id, 99, 'usage', 'sneaky', 0, 0, false FROM invoices WHERE id IN (:d, :f)"
+)
+
+
+def test_one_insert_into_a_draft_and_a_finalized_invoice_inserts_nothing(w, engine):
+    """PostgreSQL checks inserts once per statement (migration 0007): one bad row fails all of them."""
+    draft, final = _invoice(w, "draft", finalize=False), _invoice(w, "final")
+    before = snapshot(engine, draft), snapshot(engine, final)
+    assert "finalized" in refused(engine, SNEAK_LINES, d=draft, f=final)
+    assert (snapshot(engine, draft), snapshot(engine, final)) == before
+    assert ok(engine, SNEAK_LINES, d=draft, f=draft) == 1  # a draft's lines are free
+
+
+def test_migration_0007_round_trip_keeps_the_insert_guard(w, engine):
+    """Downgrading 0007 (branch ``invoice_guard``) restores 0003's row-level guard; upgrading restores
+    the statement-level one: finalized invoices refuse new claims either way."""
+    final = _invoice(w)
+    claim = "INSERT INTO invoice_usage (usage_record_id, invoice_id, late) VALUES (987654, :i, false)"
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "invoice_guard@-1")
+    assert "0007" not in current_heads(engine)
+    assert "finalized" in refused(engine, claim, i=final)
+    upgrade(engine)
+    assert current_heads(engine) == heads()
+    assert "finalized" in refused(engine, claim, i=final)
 
 
 def test_allowed_transitions_pass_the_triggers_and_then_freeze(w, engine):
