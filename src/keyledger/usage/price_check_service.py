@@ -9,6 +9,7 @@ from keyledger.core.config import Settings
 from keyledger.core.errors import NotFound
 from keyledger.provider.deepgram.prices import load_price_list
 from keyledger.usage import model, price_check, price_check_store, store
+from keyledger.usage.service import connection_named
 
 
 def config_from(settings: Settings) -> price_check.PriceCheckConfig:
@@ -54,10 +55,7 @@ def price_check_report(
             if customer_id is None:
                 raise NotFound(f"no customer {customer!r}")
         if connection is not None:
-            found = store.find_connection(conn, connection)
-            if found is None:
-                raise NotFound(f"no connection named {connection!r}")
-            targets = [found]
+            targets = [connection_named(conn, connection)]
         else:
             targets = store.list_connections(conn)
         report = check_connections(
