@@ -9,7 +9,6 @@ from keyledger.core.config import Settings
 from keyledger.core.errors import NotFound
 from keyledger.provider.deepgram.prices import load_price_list
 from keyledger.usage import model, price_check, price_check_store, store
-from keyledger.usage.service import connection_named
 
 
 def config_from(settings: Settings) -> price_check.PriceCheckConfig:
@@ -55,7 +54,7 @@ def price_check_report(
             if customer_id is None:
                 raise NotFound(f"no customer {customer!r}")
         if connection is not None:
-            targets = [connection_named(conn, connection)]
+            targets = [store.connection_named(conn, connection)]
         else:
             targets = store.list_connections(conn)
         report = check_connections(

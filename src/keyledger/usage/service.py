@@ -21,7 +21,7 @@ from datetime import time as dtime
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from keyledger.core.clock import Clock
 from keyledger.core.config import Settings
@@ -123,7 +123,7 @@ class SyncService:
             raise Invalid("--since must be before --until")
         with self.engine.connect() as conn:
             if connection is not None:
-                targets = [connection_named(conn, connection)]
+                targets = [store.connection_named(conn, connection)]
             else:
                 targets = [c for c in store.list_connections(conn) if c.status == "active"]
         reports = []
@@ -445,7 +445,7 @@ def reconcile(
     first, last = model.parse_period(period)
     with engine.connect() as conn:
         if connection is not None:
-            found = connection_named(conn, connection)
+            found = store.connection_named(conn, connection)
             if found.kind == "byo":
                 raise Invalid(
                     f"connection {found.name!r} is a customer's own Deepgram account (BYO): its usage is "
@@ -522,14 +522,6 @@ def reconcile(
     return result
 
 
-def connection_named(conn: Connection, name_or_id: str) -> ConnectionRow:
-    """The connection with this name or id; NotFound (one clear line) when there is none."""
-    found = store.find_connection(conn, name_or_id)
-    if found is None:
-        raise NotFound(f"no connection named {name_or_id!r}")
-    return found
-
-
 def utc_today(clock: Clock) -> date:
     return clock.now().astimezone(UTC).date()
 
@@ -541,7 +533,7 @@ def list_sync_runs(engine: Engine, *, connection: str | None = None) -> list[dic
     with engine.connect() as conn:
         connection_id = None
         if connection is not None:
-            connection_id = connection_named(conn, connection).id
+            connection_id = store.connection_named(conn, connection).id
         return store.sync_runs_list(conn, connection_id=connection_id)
 
 

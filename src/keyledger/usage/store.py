@@ -16,6 +16,7 @@ from operator import itemgetter
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
+from keyledger.core.errors import NotFound
 from keyledger.db.metadata import to_sqlite_units
 from keyledger.db.tables_customers import connections, customers, keys
 from keyledger.db.tables_usage import sync_runs, sync_state, usage_daily, usage_records
@@ -107,6 +108,14 @@ def find_connection(conn: Connection, name_or_id: str) -> ConnectionRow | None:
         .first()
     )
     return _connection(r) if r else None
+
+
+def connection_named(conn: Connection, name_or_id: str) -> ConnectionRow:
+    """The connection with this name or id; NotFound (one clear line) when there is none."""
+    found = find_connection(conn, name_or_id)
+    if found is None:
+        raise NotFound(f"no connection named {name_or_id!r}")
+    return found
 
 
 def find_customer_id(conn: Connection, id_or_external: str) -> str | None:
