@@ -317,7 +317,7 @@ def measure(url: str) -> None:
     for e in report.entries:
         outcomes[e.outcome] += 1
     with engine.connect() as conn:
-        claimed = conn.exec_driver_sql("SELECT count(*) FROM invoice_usage").scalar_one()
+        claimed = conn.exec_driver_sql("SELECT coalesce(sum(records), 0) FROM invoice_claims").scalar_one()
         in_period = conn.execute(
             text("SELECT count(*) FROM usage_records WHERE created >= :lo AND created < :hi"),
             {"lo": args["lo"], "hi": args["hi"]},

@@ -26,8 +26,9 @@ from sqlalchemy import select
 from keyledger.core.money import loads_exact
 from keyledger.db.tables_budgets import budget_periods
 from keyledger.db.tables_customers import customers, keys
-from keyledger.db.tables_invoices import invoice_usage, invoices
+from keyledger.db.tables_invoices import invoices
 from keyledger.db.tables_notifications import webhook_events
+from keyledger.invoices import store as invoice_store
 from tests.scenario.test_sync_crash import billing_by_key
 from tests.usage_support import dgemu_requests, ledger_rows, recomputed_rollups, rollups
 
@@ -105,13 +106,12 @@ def _invoices(s: Scenario, b: Breaches, notes: list[str]) -> None:
             notes.append(f"finalized invoice {inv_id} changed")
     with s.engine.connect() as db:
         beta = db.execute(select(customers.c.id).where(customers.c.external_id == "beta")).scalar_one()
-        claims = Counter(
+        live = set(
             db.execute(
-                select(invoice_usage.c.usage_record_id)
-                .join(invoices, invoices.c.id == invoice_usage.c.invoice_id)
-                .where(invoices.c.customer_id == beta, invoices.c.status != "void")
+                select(invoices.c.id).where(invoices.c.customer_id == beta, invoices.c.status != "void")
             ).scalars()
         )
+        claims = Counter(rid for rid, inv, _ in invoice_store.claimed_records(db) if inv in live)
         numbers = sorted(
             db.execute(select(invoices.c.number).where(invoices.c.number.is_not(None))).scalars().all()
         )

@@ -26,9 +26,10 @@ from keyledger.budgets.service import BudgetService
 from keyledger.core.config import Settings
 from keyledger.core.crypto import generate_key
 from keyledger.customers.service import ConnectionService, CustomerService, KeyService
-from keyledger.db.tables_invoices import invoice_lines, invoice_usage, invoices
+from keyledger.db.tables_invoices import invoice_lines, invoices
 from keyledger.db.tables_notifications import webhook_events
 from keyledger.db.tables_usage import usage_records
+from keyledger.invoices import store as invoice_store
 from keyledger.provider.port import UsageRecord
 from keyledger.usage import store as usage_store
 from keyledger.usage.service import SyncService
@@ -140,10 +141,8 @@ def lines_of(engine, invoice_id: str) -> list[dict]:
 def claims(engine) -> dict[str, tuple[str, bool]]:
     """request id -> (invoice id, late) for every billed record."""
     with engine.connect() as db:
-        q = select(usage_records.c.request_id, invoice_usage.c.invoice_id, invoice_usage.c.late).join(
-            invoice_usage, invoice_usage.c.usage_record_id == usage_records.c.id
-        )
-        return {r.request_id: (r.invoice_id, r.late) for r in db.execute(q)}
+        request = dict(db.execute(select(usage_records.c.id, usage_records.c.request_id)).all())
+        return {request[rid]: (inv, late) for rid, inv, late in invoice_store.claimed_records(db)}
 
 
 def test_invoices_at_period_boundaries_and_a_late_record(engine):

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from keyledger.db.tables_invoices import invoice_lines, invoice_usage
+from keyledger.db.tables_invoices import invoice_lines
+from keyledger.invoices import store
 from tests.invoice_support import World
 
 MUTABLE = ("status", "paid_at", "voided_at", "void_reason", "credit_notes")
@@ -44,12 +45,8 @@ def stored(w: World, invoice_id: str) -> tuple[list, list]:
             .where(invoice_lines.c.invoice_id == invoice_id)
             .order_by(invoice_lines.c.position)
         ).all()
-        claims = conn.execute(
-            select(invoice_usage.c.usage_record_id, invoice_usage.c.late)
-            .where(invoice_usage.c.invoice_id == invoice_id)
-            .order_by(invoice_usage.c.usage_record_id)
-        ).all()
-    return [tuple(r) for r in lines], [tuple(r) for r in claims]
+        claims = [(rid, late) for rid, _, late in store.claimed_records(conn, invoice_id)]
+    return [tuple(r) for r in lines], claims
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from keyledger.customers.store import list_audit
-from keyledger.db.tables_invoices import invoice_usage
 from keyledger.db.tables_usage import usage_records
+from keyledger.invoices import store
 from keyledger.invoices.service import InvoiceService
 from tests.invoice_support import World
 
@@ -26,7 +26,7 @@ def content(service: InvoiceService, invoice_id: str) -> dict:
 
 def claims(engine) -> tuple[int, int]:
     with engine.connect() as conn:
-        claimed = conn.execute(select(func.count()).select_from(invoice_usage)).scalar_one()
+        claimed = len(store.claimed_records(conn))
         records = conn.execute(select(func.count()).select_from(usage_records)).scalar_one()
     return claimed, records
 
@@ -71,7 +71,7 @@ def test_batch_size_changes_nothing_and_a_bad_customer_fails_alone(engine):
     # Every record of January (in each customer's zone) is claimed by exactly one invoice, bad's new one
     # by none; records are never claimed twice (the primary key).
     with engine.connect() as conn:
-        rows = conn.execute(select(invoice_usage.c.usage_record_id, invoice_usage.c.invoice_id)).all()
+        rows = [(rid, inv) for rid, inv, _ in store.claimed_records(conn)]
     assert len(rows) == len({r[0] for r in rows})
     by_invoice: dict[str, int] = {}
     for _, inv in rows:

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from keyledger.core.errors import Conflict, Invalid, NotFound
-from keyledger.db.tables_invoices import invoice_usage, invoices
+from keyledger.db.tables_invoices import invoices
 from keyledger.db.tables_usage import usage_records
+from keyledger.invoices import store
 from tests.invoice_support import World
 
 
@@ -261,10 +262,7 @@ def test_a_replacement_leaves_out_late_usage_a_later_invoice_already_bills(w, en
 
 def _claims(engine) -> dict[int, str]:
     with engine.connect() as conn:
-        return {
-            r[0]: r[1]
-            for r in conn.execute(select(invoice_usage.c.usage_record_id, invoice_usage.c.invoice_id))
-        }
+        return store.claimed_ids(conn)
 
 
 def _record_ids(engine) -> set[int]:

@@ -51,7 +51,7 @@ def snapshot(engine, inv: str):
     with engine.connect() as conn:
         head = conn.execute(text("SELECT * FROM invoices WHERE id = :i"), {"i": inv}).one()
         lines = conn.execute(text("SELECT * FROM invoice_lines WHERE invoice_id = :i"), {"i": inv}).all()
-        claims = conn.execute(text("SELECT * FROM invoice_usage WHERE invoice_id = :i"), {"i": inv}).all()
+        claims = conn.execute(text("SELECT * FROM invoice_claims WHERE invoice_id = :i"), {"i": inv}).all()
     return head, lines, claims
 
 
@@ -70,9 +70,12 @@ def snapshot(engine, inv: str):
         "DELETE FROM invoice_lines WHERE invoice_id = :i",
         "INSERT INTO invoice_lines (invoice_id, position, kind, description, amount, provider_cost_usd, "
         "late_adjustment) VALUES (:i, 99, 'usage', 'sneaky', 0, 0, false)",
-        "DELETE FROM invoice_usage WHERE invoice_id = :i",
-        "UPDATE invoice_usage SET late = true WHERE invoice_id = :i",
-        "INSERT INTO invoice_usage (usage_record_id, invoice_id, late) VALUES (987654, :i, false)",
+        "DELETE FROM invoice_claims WHERE invoice_id = :i",
+        "UPDATE invoice_claims SET late = true WHERE invoice_id = :i",
+        "UPDATE invoice_claims SET id_upto = id_upto + 1 WHERE invoice_id = :i",
+        "INSERT INTO invoice_claims (invoice_id, customer_id, created_lo, created_hi, id_after, id_upto, "
+        "late, records) SELECT id, customer_id, starts_at, ends_at, 987654, 987655, false, 1 FROM invoices "
+        "WHERE id = :i",
     ],
 )
 def test_raw_sql_cannot_change_a_finalized_invoice(w, engine, sql):
@@ -98,20 +101,29 @@ def test_one_insert_into_a_draft_and_a_finalized_invoice_inserts_nothing(w, engi
     assert ok(engine, SNEAK_LINES, d=draft, f=draft) == 1  # a draft's lines are free
 
 
-def test_migration_0007_round_trip_keeps_the_insert_guard(w, engine):
-    """Downgrading 0007 (branch ``invoice_guard``) restores 0003's row-level guard; upgrading restores
-    the statement-level one: finalized invoices refuse new claims either way."""
+OLD_CLAIM = "INSERT INTO invoice_usage (usage_record_id, invoice_id, late) VALUES (987654, :i, false)"
+NEW_CLAIM = (
+    "INSERT INTO invoice_claims (invoice_id, customer_id, created_lo, created_hi, id_after, id_upto, "
+    "late, records) SELECT id, customer_id, starts_at, ends_at, 987654, 987655, false, 1 FROM invoices "
+    "WHERE id = :i"
+)
+
+
+def test_migrations_0007_0008_round_trip_keep_the_insert_guard(w, engine):
+    """Downgrading 0008 restores invoice_usage with 0007's guard, downgrading 0007 restores 0003's
+    row-level guard; upgrading restores invoice_claims with its guards: finalized invoices refuse new
+    claims all the way."""
     final = _invoice(w)
-    claim = "INSERT INTO invoice_usage (usage_record_id, invoice_id, late) VALUES (987654, :i, false)"
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "invoice_guard@-1")
-    assert "0007" not in current_heads(engine)
-    assert "finalized" in refused(engine, claim, i=final)
+    for steps in ("invoice_guard@-1", "invoice_guard@-1"):
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, steps)
+        assert "finalized" in refused(engine, OLD_CLAIM, i=final)
+    assert not {"0007", "0008"} & current_heads(engine)
     upgrade(engine)
     assert current_heads(engine) == heads()
-    assert "finalized" in refused(engine, claim, i=final)
+    assert "finalized" in refused(engine, NEW_CLAIM, i=final)
 
 
 def test_allowed_transitions_pass_the_triggers_and_then_freeze(w, engine):
@@ -138,7 +150,7 @@ def test_allowed_transitions_pass_the_triggers_and_then_freeze(w, engine):
         == 1
     )
     # A void invoice's claims may be released (a replacement bills the usage); its lines stay.
-    assert ok(engine, "DELETE FROM invoice_usage WHERE invoice_id = :i", i=b) == 1
+    assert ok(engine, "DELETE FROM invoice_claims WHERE invoice_id = :i", i=b) == 1
     refused(engine, "DELETE FROM invoice_lines WHERE invoice_id = :i", i=b)
     refused(engine, "UPDATE invoices SET status = 'finalized' WHERE id = :i", i=b)
 
@@ -150,7 +162,7 @@ def test_drafts_are_freely_rewritten_but_cannot_skip_finalize(w, engine):
         engine, "UPDATE invoices SET status = 'finalized' WHERE id = :i", i=d
     )  # no number: check constraint
     assert ok(engine, "UPDATE invoice_lines SET amount = 1 WHERE invoice_id = :i", i=d) == 1
-    assert ok(engine, "DELETE FROM invoice_usage WHERE invoice_id = :i", i=d) == 1
+    assert ok(engine, "DELETE FROM invoice_claims WHERE invoice_id = :i", i=d) == 1
     assert ok(engine, "DELETE FROM invoice_lines WHERE invoice_id = :i", i=d) == 1
     assert ok(engine, "DELETE FROM invoices WHERE id = :i", i=d) == 1
 

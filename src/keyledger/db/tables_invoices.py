@@ -95,14 +95,28 @@ invoice_lines = Table(
     Column("late_period", String(7)),  # the earlier period a late adjustment belongs to
 )
 
-# Which usage records an invoice bills. The primary key makes "no record billed twice" a constraint.
-invoice_usage = Table(
-    "invoice_usage",
+# Which usage records an invoice bills: rectangles (migration 0008; docs/invoices.md, "claims"). A claim
+# bills the records of ``customer_id`` created in [created_lo, created_hi) with id_after < id <= id_upto.
+# Usage records are never updated or deleted and every id <= id_upto was committed when the claim was
+# written, so a claim's records (``records`` of them, never 0) are fixed forever. No two claims of a
+# customer overlap: runs write them under the customer's row lock, from the gaps the customer's existing
+# claims leave (store.claim_windows).
+RECORD_ID = BigInteger().with_variant(Integer, "sqlite")
+invoice_claims = Table(
+    "invoice_claims",
     metadata,
-    Column("usage_record_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("id", RECORD_ID, primary_key=True, autoincrement=True),
     Column("invoice_id", String(40), ForeignKey("invoices.id"), nullable=False),
+    Column("customer_id", String(40), nullable=False),
+    Column("created_lo", UTCDateTime, nullable=False),
+    Column("created_hi", UTCDateTime, nullable=False),  # exclusive
+    Column("id_after", RECORD_ID, nullable=False),  # exclusive
+    Column("id_upto", RECORD_ID, nullable=False),  # inclusive
     Column("late", Boolean, nullable=False, server_default=text("false")),
-    Index("ix_invoice_usage_invoice", "invoice_id"),
+    Column("records", Integer, nullable=False),
+    CheckConstraint("created_lo < created_hi AND id_after < id_upto AND records > 0", name="rectangle"),
+    Index("ix_invoice_claims_invoice", "invoice_id"),
+    Index("ix_invoice_claims_customer_created", "customer_id", "created_lo"),
 )
 
 credit_notes = Table(

@@ -164,3 +164,46 @@ def num_str(value: Decimal | None) -> str | None:
     if value == value.to_integral_value():
         return format_amount(value.quantize(Decimal(1), context=_EXACT_DISPLAY))
     return format_amount(value.normalize(_EXACT_DISPLAY))
+
+
+# ---------------------------------------------------------------------------- usage claims (rectangles)
+
+
+@dataclass(frozen=True, order=True)
+class Rect:
+    """A usage claim's shape: the records of one customer created in [lo, hi) with after < id <= upto."""
+
+    lo: datetime
+    hi: datetime
+    after: int
+    upto: int
+
+
+def claim_gaps(lo: datetime, hi: datetime, hw: int, claims: list[Rect]) -> list[Rect]:
+    """What a claim of the window [lo, hi) up to the high-water mark ``hw`` takes, given the customer's
+    existing claims: the window is cut at the existing claims' time edges; in each piece the union of
+    the claims covering it leaves gaps in (0, hw]; each (piece, gap) is a rectangle. Consecutive pieces
+    with the same gaps are merged. The rectangles overlap neither each other nor ``claims``, and with
+    ``claims`` they cover every (instant in [lo, hi), id in (0, hw]).
+    No existing claim: one rectangle [lo, hi) x (0, hw]."""
+    inside = [c for c in claims if c.lo < hi and c.hi > lo]
+    cuts = sorted({lo, hi} | {t for c in inside for t in (c.lo, c.hi) if lo < t < hi})
+    out: list[Rect] = []
+    run_lo: datetime | None = None
+    run_gaps: list[tuple[int, int]] | None = None
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        gaps: list[tuple[int, int]] = []
+        at = 0
+        for after, upto in sorted((c.after, c.upto) for c in inside if c.lo <= a and c.hi >= b):
+            if min(after, hw) > at:
+                gaps.append((at, min(after, hw)))
+            at = max(at, upto)
+        if at < hw:
+            gaps.append((at, hw))
+        if gaps != run_gaps:
+            if run_lo is not None and run_gaps:
+                out += [Rect(run_lo, a, x, y) for x, y in run_gaps]
+            run_lo, run_gaps = a, gaps
+    if run_lo is not None and run_gaps:
+        out += [Rect(run_lo, hi, x, y) for x, y in run_gaps]
+    return out

@@ -220,6 +220,9 @@ class InvoiceService:
             wanted = set(customer_ids)
             targets = [c for c in targets if c.id in wanted]
         plans = _PlanCache()
+        # The usage this run bills: records up to the high-water mark (every id up to it committed).
+        with self._tx() as db:
+            hw = store.high_water(db)
         for first in range(0, len(targets), self.batch_size):
             chunk = targets[first : first + self.batch_size]
             built: dict[str, RunEntry] = {}
@@ -231,9 +234,9 @@ class InvoiceService:
                         f"customer {c.external_id} has no plan (set one: keyledger customers update "
                         f"{c.external_id} --plan PLAN)"
                     )
-                built = self._build_batch(priced, period, plans, strict=True)
+                built = self._build_batch(priced, period, plans, hw, strict=True)
             else:
-                built = self._build_all(priced, period, plans)
+                built = self._build_all(priced, period, plans, hw)
             for c in chunk:
                 entry = built.get(c.id) or RunEntry(c.id, c.external_id, "skipped", message="no plan")
                 if finalize and entry.outcome in ("created", "rebuilt"):
@@ -263,31 +266,34 @@ class InvoiceService:
             built.outcome,
         )
 
-    def _build_all(self, chunk: list[Customer], period: Period, plans: _PlanCache) -> dict[str, RunEntry]:
+    def _build_all(
+        self, chunk: list[Customer], period: Period, plans: _PlanCache, hw: int
+    ) -> dict[str, RunEntry]:
         """One batch; customers it could not build (a draft that cannot be priced, a concurrent change)
         are then built one by one, each its own transaction, and reported failed with the reason."""
         try:
-            built = self._build_batch(chunk, period, plans, strict=False)
+            built = self._build_batch(chunk, period, plans, hw, strict=False)
         except _OneByOne:
             built = {}
         for c in chunk:
             if c.id not in built:
                 try:
-                    built.update(self._build_batch([c], period, plans, strict=True))
+                    built.update(self._build_batch([c], period, plans, hw, strict=True))
                 except KeyledgerError as exc:
                     built[c.id] = RunEntry(c.id, c.external_id, "failed", message=str(exc))
         return built
 
     def _build_batch(
-        self, chunk: list[Customer], period: Period, plans: _PlanCache, *, strict: bool
+        self, chunk: list[Customer], period: Period, plans: _PlanCache, hw: int, *, strict: bool
     ) -> dict[str, RunEntry]:
-        """Build the drafts of ``chunk`` in one transaction (set-based: one claim per usage window, one
-        GROUP BY for the claimed usage, executemany writes). ``strict``: any problem raises (and
-        nothing is written); otherwise customers that fail a check before anything is written are left
-        out of the result, and a problem after that raises :class:`_OneByOne` (the batch rolls back)."""
+        """Build the drafts of ``chunk`` in one transaction (set-based: one claim per usage window up to
+        the run's high-water mark ``hw``, summed as it is claimed, executemany writes). ``strict``: any
+        problem raises (and nothing is written); otherwise customers that fail a check before anything
+        is written are left out of the result, and a problem after that raises :class:`_OneByOne` (the
+        batch rolls back)."""
         try:
             with self._tx() as db, store.run_page_cache(db):
-                return self._build_batch_in(db, chunk, period, plans, strict=strict)
+                return self._build_batch_in(db, chunk, period, plans, hw, strict=strict)
         except IntegrityError:
             if strict:
                 ids = ", ".join(c.id for c in chunk)
@@ -295,7 +301,14 @@ class InvoiceService:
             raise _OneByOne from None
 
     def _build_batch_in(
-        self, db: Connection, chunk: list[Customer], period: Period, plans: _PlanCache, *, strict: bool
+        self,
+        db: Connection,
+        chunk: list[Customer],
+        period: Period,
+        plans: _PlanCache,
+        hw: int,
+        *,
+        strict: bool,
     ) -> dict[str, RunEntry]:
         now = self.clock.now()
         ids = [c.id for c in chunk]
@@ -332,40 +345,29 @@ class InvoiceService:
                 if d.outcome == "created"
             ],
         )
-        # 1. this period's usage (not billed by any invoice yet): one claim per usage window (the
-        #    customers of one time zone share it), then one GROUP BY over what the batch claimed.
-        windows: dict[tuple[datetime, datetime], list[str]] = {}
+        # 1. this period's usage not billed by any invoice yet, up to the run's high-water mark: one
+        #    claim per usage window (the customers of one time zone share it), summed as it is claimed.
+        windows: dict[tuple[datetime, datetime], dict[str, str]] = {}
         for d in todo:
-            windows.setdefault((d.header["starts_at"], d.header["ends_at"]), []).append(d.invoice_id)
-        #    SQLite: the window's usage is summed from the usage index just before its claim; when the
-        #    claim took every record of the window (none is billed by another invoice), those sums are
-        #    the claimed usage: the transaction holds the write lock (BEGIN IMMEDIATE), nothing changes
-        #    in between. Otherwise (and on PostgreSQL, where other sessions write meanwhile) the claimed
-        #    usage is read back through invoice_usage.
-        summed_first = db.dialect.name == "sqlite"
+            windows.setdefault((d.header["starts_at"], d.header["ends_at"]), {})[d.customer.id] = d.invoice_id
         usage: dict[str, list[UsageLine]] = {}
-        read_back: list[str] = []
-        for (lo, hi), invoice_ids in windows.items():
-            summed, in_window = store.usage_in_window(db, invoice_ids, lo, hi) if summed_first else ({}, 0)
-            claimed = store.claim_for(db, invoice_ids, lo, hi, late=False)
-            if summed_first and claimed == in_window:
-                usage.update(summed)
-            else:
-                read_back += invoice_ids
-        usage.update(store.usage_by_invoice(db, read_back, late=False))
+        for (lo, hi), invoice_of in windows.items():
+            usage.update(store.claim_window(db, invoice_of, lo, hi, hw, late=False))
         # 2. late usage of earlier periods whose invoices are already issued: one claim per earlier
         #    window, oldest first; only the drafts that claimed some are priced one by one.
         issued = store.issued_before_many(db, [d.customer.id for d in todo], period.key)
-        late_windows: dict[tuple[str, datetime, datetime], list[str]] = {}
+        late_windows: dict[tuple[str, datetime, datetime], dict[str, str]] = {}
         for d in todo:
             for q in issued.get(d.customer.id, []):
-                late_windows.setdefault((q["period"], q["starts_at"], q["ends_at"]), []).append(d.invoice_id)
-        claimed_late: list[str] = []
+                key = (q["period"], q["starts_at"], q["ends_at"])
+                late_windows.setdefault(key, {})[d.customer.id] = d.invoice_id
+        late_usage: dict[tuple[str, str], list[UsageLine]] = {}
         for window in sorted(late_windows):
-            _, lo, hi = window
-            if store.claim_for(db, late_windows[window], lo, hi, late=True):
-                claimed_late += late_windows[window]
-        with_late = store.with_late_claims(db, sorted(set(claimed_late)))
+            q_period, lo, hi = window
+            claimed = store.claim_window(db, late_windows[window], lo, hi, hw, late=True)
+            for invoice_id, found in claimed.items():
+                late_usage[(invoice_id, q_period)] = found
+        with_late = {invoice_id for invoice_id, _ in late_usage}
         # 3. price (pure), then write every draft's lines, totals and audit entry at once.
         lines: dict[str, list[calc.Line]] = {}
         updates: list[dict[str, Any]] = []
@@ -375,7 +377,7 @@ class InvoiceService:
             try:
                 own = calc.period_lines(plan, period, usage.get(d.invoice_id, []))
                 if d.invoice_id in with_late:
-                    own += self._late_lines(db, d, period, issued.get(d.customer.id, []), plans)
+                    own += self._late_lines(db, d, period, issued.get(d.customer.id, []), plans, late_usage)
             except KeyledgerError:
                 if strict:
                     raise
@@ -462,13 +464,19 @@ class InvoiceService:
 
     @staticmethod
     def _late_lines(
-        db: Connection, d: _Draft, period: Period, issued: list[dict[str, Any]], plans: _PlanCache
+        db: Connection,
+        d: _Draft,
+        period: Period,
+        issued: list[dict[str, Any]],
+        plans: _PlanCache,
+        late_usage: dict[tuple[str, str], list[UsageLine]],
     ) -> list[calc.Line]:
-        """The late adjustment lines of a draft that claimed late usage, per earlier issued period."""
+        """The late adjustment lines of a draft that claimed late usage, per earlier issued period
+        (``late_usage``: what the draft claimed of each period's window)."""
         out: list[calc.Line] = []
         currency = d.version.plan.currency
         for q in issued:
-            late = store.claimed_usage(db, d.invoice_id, late=True, lo=q["starts_at"], hi=q["ends_at"])
+            late = late_usage.get((d.invoice_id, q["period"]), [])
             if not late:
                 continue
             q_plan = plans.version(db, q["plan_version_id"]).plan

@@ -19,7 +19,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal,
     literal_column,
     or_,
     select,
@@ -29,9 +28,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from keyledger.customers.model import Customer
 from keyledger.db.tables_customers import audit_log, connections, customers
-from keyledger.db.tables_invoices import credit_notes, invoice_lines, invoice_usage, invoices, number_counters
+from keyledger.db.tables_invoices import (
+    credit_notes,
+    invoice_claims,
+    invoice_lines,
+    invoices,
+    number_counters,
+)
 from keyledger.db.tables_usage import usage_records
 from keyledger.invoices.calc import Line
+from keyledger.invoices.model import Rect, claim_gaps
 from keyledger.pricing.model import UsageLine
 from keyledger.pricing.rates import EXACT
 
@@ -251,7 +257,7 @@ def lines_of(db: Connection, invoice_id: str) -> list[Line]:
 # ---------------------------------------------------------------------------- usage claims
 
 ur = usage_records.c
-iu = invoice_usage.c
+ic = invoice_claims.c
 
 
 def _in_range(lo: datetime, hi: datetime) -> tuple:
@@ -269,34 +275,110 @@ def _in_range(lo: datetime, hi: datetime) -> tuple:
     return (ur.day >= first, ur.day <= last, inside)
 
 
+def high_water(db: Connection) -> int:
+    """The highest usage record id such that every record with an id up to it is committed (0: none).
+
+    Call it in its own short transaction. SQLite has one writer at a time: the largest id is committed.
+    PostgreSQL allocates ids (a sequence) before the inserting transaction commits, so a larger id can be
+    visible while a smaller one is still in flight: ``LOCK TABLE … IN SHARE MODE`` waits for every
+    transaction that has inserted usage to end (it conflicts with their ROW EXCLUSIVE lock) and holds new
+    inserts back until this transaction ends, so the max read under it is committed with everything below
+    it, and every later insert takes a larger id. A record committed later (id > the mark) is billed by a
+    later run (as late usage once its period is issued)."""
+    if db.dialect.name == "postgresql":
+        db.exec_driver_sql("LOCK TABLE usage_records IN SHARE MODE")
+    return int(db.execute(select(func.coalesce(func.max(ur.id), 0))).scalar_one())
+
+
+def _rect_predicate():
+    """A usage record inside a claim (joined on the claim's customer)."""
+    return and_(
+        ur.customer_id == ic.customer_id,
+        ur.created >= ic.created_lo,
+        ur.created < ic.created_hi,
+        ur.id > ic.id_after,
+        ur.id <= ic.id_upto,
+    )
+
+
 def release_claims(db: Connection, invoice_id: str) -> int:
     return release_claims_of(db, [invoice_id])
 
 
 def release_claims_of(db: Connection, invoice_ids: list[str]) -> int:
+    """Delete the invoices' claims; returns how many usage records they billed."""
     if not invoice_ids:
         return 0
-    return db.execute(delete(invoice_usage).where(iu.invoice_id.in_(invoice_ids))).rowcount
+    released = db.execute(
+        select(func.coalesce(func.sum(ic.records), 0)).where(ic.invoice_id.in_(invoice_ids))
+    ).scalar_one()
+    db.execute(delete(invoice_claims).where(ic.invoice_id.in_(invoice_ids)))
+    return int(released)
 
 
-def claim_for(db: Connection, invoice_ids: list[str], lo: datetime, hi: datetime, *, late: bool) -> int:
-    """Claim for each of the invoices (one INSERT … SELECT for all of them; they share the usage window
-    [lo, hi)) every record of its customer created in the window that no invoice bills yet.
-
-    "Not billed yet" is the primary key's ``ON CONFLICT DO NOTHING`` rather than a NOT EXISTS probe:
-    the same result, but no plan can turn it into a scan of every claim (PostgreSQL planned one from
-    the statistics of a then-empty table), and a concurrent claim of the same record waits for the
-    other transaction and then skips the record."""
-    if not invoice_ids:
-        return 0
-    src = (
-        select(ur.id, invoices.c.id, literal(late))
-        .select_from(invoices.join(usage_records, ur.customer_id == invoices.c.customer_id))
-        .where(invoices.c.id.in_(invoice_ids), *_in_range(lo, hi))
+def claims_in(db: Connection, customer_ids: list[str], lo: datetime, hi: datetime) -> dict[str, list[Rect]]:
+    """Each customer's claims (of any invoice) that overlap [lo, hi) in time."""
+    out: dict[str, list[Rect]] = {}
+    if not customer_ids:
+        return out
+    q = select(ic.customer_id, ic.created_lo, ic.created_hi, ic.id_after, ic.id_upto).where(
+        ic.customer_id.in_(customer_ids), ic.created_lo < hi, ic.created_hi > lo
     )
-    ins = postgresql.insert if db.dialect.name == "postgresql" else sqlite.insert
-    stmt = ins(invoice_usage).from_select(["usage_record_id", "invoice_id", "late"], src)
-    return db.execute(stmt.on_conflict_do_nothing()).rowcount
+    for r in db.execute(q):
+        out.setdefault(r[0], []).append(Rect(r[1], r[2], int(r[3]), int(r[4])))
+    return out
+
+
+def claim_window(
+    db: Connection, invoice_of: dict[str, str], lo: datetime, hi: datetime, hw: int, *, late: bool
+) -> dict[str, list[UsageLine]]:
+    """Claim for each customer (``invoice_of``: customer id -> invoice id) the records created in
+    [lo, hi) with ids up to ``hw`` that no claim of the customer covers yet, and return what each
+    invoice claimed, summed (line item, unit, BYO).
+
+    The caller holds the customers' row locks (claims of a customer are only written under it), so the
+    customer's existing claims cannot change meanwhile. Their gaps (:func:`claim_gaps`) are summed with
+    one GROUP BY per distinct rectangle (the common case, no earlier claim: every customer of the window
+    shares one rectangle, and the records are read once, as a plain GROUP BY would) and the non-empty
+    rectangles are inserted (executemany) with their record counts. Every id <= ``hw`` is committed and
+    records never change, so the sums read are exactly what the claims bill, now and later."""
+    if not invoice_of or hw <= 0:
+        return {}
+    existing = claims_in(db, list(invoice_of), lo, hi)
+    shapes: dict[Rect, list[str]] = {}
+    for cid in invoice_of:
+        for rect in claim_gaps(lo, hi, hw, existing.get(cid, [])):
+            shapes.setdefault(rect, []).append(cid)
+    if not shapes:
+        return {}
+    byo = set(db.execute(select(connections.c.id).where(connections.c.kind == "byo")).scalars())
+    sums: dict[tuple[str, str, str, bool], tuple[Decimal, Decimal]] = {}
+    rows: list[dict[str, Any]] = []
+    for rect in sorted(shapes):
+        q = (
+            select(ur.customer_id, ur.line_item, ur.unit, ur.connection_id, func.sum(ur.quantity),
+                   func.sum(ur.cost_usd), func.count())
+            .where(ur.customer_id.in_(shapes[rect]), *_in_range(rect.lo, rect.hi), ur.id > rect.after,
+                   ur.id <= rect.upto)
+            .group_by(ur.customer_id, ur.line_item, ur.unit, ur.connection_id)
+        )
+        counts: dict[str, int] = {}
+        for r in db.execute(q):
+            key = (invoice_of[r[0]], r[1], r[2], r[3] in byo)
+            quantity, cost = sums.get(key, (Decimal(0), Decimal(0)))
+            sums[key] = (EXACT.add(quantity, _dec(r[4])), EXACT.add(cost, _dec(r[5])))
+            counts[r[0]] = counts.get(r[0], 0) + r[6]
+        rows += [
+            {"invoice_id": invoice_of[cid], "customer_id": cid, "created_lo": rect.lo, "created_hi": rect.hi,
+             "id_after": rect.after, "id_upto": rect.upto, "late": late, "records": n}
+            for cid, n in counts.items()
+        ]
+    if rows:
+        db.execute(insert(invoice_claims), rows)
+    out: dict[str, list[UsageLine]] = {}
+    for key in sorted(sums):
+        out.setdefault(key[0], []).append(UsageLine(key[1], key[2], *sums[key], key[3]))
+    return out
 
 
 def _byo():
@@ -304,23 +386,24 @@ def _byo():
 
 
 def _claimed_join():
-    return usage_records.join(invoice_usage, iu.usage_record_id == ur.id).outerjoin(
+    return usage_records.join(invoice_claims, _rect_predicate()).outerjoin(
         connections, connections.c.id == ur.connection_id
     )
 
 
 def usage_by_invoice(db: Connection, invoice_ids: list[str], *, late: bool) -> dict[str, list[UsageLine]]:
-    """:func:`claimed_usage` of many invoices in one GROUP BY (invoice, line item, unit, BYO)."""
+    """:func:`claimed_usage` of many invoices in one GROUP BY (invoice, line item, unit, BYO), read back
+    through their claims."""
     if not invoice_ids:
         return {}
     byo = _byo()
     q = (
-        select(iu.invoice_id, ur.line_item, ur.unit, byo.label("byo"), func.sum(ur.quantity),
+        select(ic.invoice_id, ur.line_item, ur.unit, byo.label("byo"), func.sum(ur.quantity),
                func.sum(ur.cost_usd))
         .select_from(_claimed_join())
-        .where(iu.invoice_id.in_(invoice_ids), iu.late == late)
-        .group_by(iu.invoice_id, ur.line_item, ur.unit, byo)
-        .order_by(iu.invoice_id, ur.line_item, ur.unit, byo)
+        .where(ic.invoice_id.in_(invoice_ids), ic.late == late)
+        .group_by(ic.invoice_id, ur.line_item, ur.unit, byo)
+        .order_by(ic.invoice_id, ur.line_item, ur.unit, byo)
     )
     out: dict[str, list[UsageLine]] = {}
     for r in db.execute(q):
@@ -328,41 +411,11 @@ def usage_by_invoice(db: Connection, invoice_ids: list[str], *, late: bool) -> d
     return out
 
 
-def usage_in_window(
-    db: Connection, invoice_ids: list[str], lo: datetime, hi: datetime
-) -> tuple[dict[str, list[UsageLine]], int]:
-    """Every record of each invoice's customer created in [lo, hi), summed like :func:`usage_by_invoice`
-    (claimed or not), and how many records that is: the same predicate as :func:`claim_for`, read
-    from the usage index alone (no lookup per claim). The sums are what the invoices claim when the
-    claim takes every one of those records (the caller compares the counts)."""
-    if not invoice_ids:
-        return {}, 0
-    q = (
-        select(invoices.c.id, ur.line_item, ur.unit, ur.connection_id, func.sum(ur.quantity),
-               func.sum(ur.cost_usd), func.count())
-        .select_from(invoices.join(usage_records, ur.customer_id == invoices.c.customer_id))
-        .where(invoices.c.id.in_(invoice_ids), *_in_range(lo, hi))
-        .group_by(invoices.c.id, ur.line_item, ur.unit, ur.connection_id)
-    )
-    byo = set(db.execute(select(connections.c.id).where(connections.c.kind == "byo")).scalars())
-    sums: dict[tuple[str, str, str, bool], tuple[Decimal, Decimal]] = {}
-    count = 0
-    for r in db.execute(q):
-        key = (r[0], r[1], r[2], r[3] in byo)
-        quantity, cost = sums.get(key, (Decimal(0), Decimal(0)))
-        sums[key] = (EXACT.add(quantity, _dec(r[4])), EXACT.add(cost, _dec(r[5])))
-        count += r[6]
-    out: dict[str, list[UsageLine]] = {}
-    for key in sorted(sums):
-        out.setdefault(key[0], []).append(UsageLine(key[1], key[2], *sums[key], key[3]))
-    return out, count
-
-
 def with_late_claims(db: Connection, invoice_ids: list[str]) -> set[str]:
     """Those of the invoices that claim late usage (of earlier periods)."""
     if not invoice_ids:
         return set()
-    q = select(iu.invoice_id).where(iu.invoice_id.in_(invoice_ids), iu.late.is_(True)).distinct()
+    q = select(ic.invoice_id).where(ic.invoice_id.in_(invoice_ids), ic.late.is_(True)).distinct()
     return set(db.execute(q).scalars())
 
 
@@ -385,7 +438,7 @@ def _dec(value: Any) -> Decimal:
 def claimed_usage(
     db: Connection, invoice_id: str, *, late: bool, lo: datetime | None = None, hi: datetime | None = None
 ) -> list[UsageLine]:
-    where = and_(iu.invoice_id == invoice_id, iu.late == late)
+    where = and_(ic.invoice_id == invoice_id, ic.late == late)
     if lo is not None:
         where = and_(where, ur.created >= lo, ur.created < hi)
     return _usage_sum(db, where)
@@ -397,16 +450,30 @@ def billed_usage(
     """Usage of the customer in [lo, hi) claimed by invoices other than ``other_than``."""
     return _usage_sum(
         db,
-        and_(ur.customer_id == customer_id, *_in_range(lo, hi), iu.invoice_id != other_than),
+        and_(ur.customer_id == customer_id, *_in_range(lo, hi), ic.invoice_id != other_than),
     )
 
 
+def claimed_records(db: Connection, invoice_id: str | None = None) -> list[tuple[int, str, bool]]:
+    """(usage record id, invoice id, late) for every record a claim bills (of one invoice, or all), by
+    record id; a record listed twice would be billed twice (the property tests check it never is)."""
+    q = select(ur.id, ic.invoice_id, ic.late).select_from(
+        usage_records.join(invoice_claims, _rect_predicate())
+    )
+    if invoice_id is not None:
+        q = q.where(ic.invoice_id == invoice_id)
+    return [(int(r[0]), r[1], bool(r[2])) for r in db.execute(q.order_by(ur.id, ic.invoice_id))]
+
+
 def claimed_ids(db: Connection) -> dict[int, str]:
-    return {r[0]: r[1] for r in db.execute(select(iu.usage_record_id, iu.invoice_id))}
+    """Usage record id -> the invoice that bills it."""
+    return {r[0]: r[1] for r in claimed_records(db)}
 
 
 def claims_count(db: Connection, invoice_id: str) -> int:
-    return db.execute(select(func.count()).where(iu.invoice_id == invoice_id)).scalar_one()
+    """How many usage records the invoice bills."""
+    q = select(func.coalesce(func.sum(ic.records), 0)).where(ic.invoice_id == invoice_id)
+    return int(db.execute(q).scalar_one())
 
 
 # ---------------------------------------------------------------------------- numbers
