@@ -103,12 +103,6 @@ def invoice_summary(inv: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_ZERO_TOTALS = {
-    "subtotal": Decimal(0),
-    "tax": Decimal(0),
-    "total": Decimal(0),
-    "provider_cost_usd": Decimal(0),
-}
 
 
 class _OneByOne(Exception):
@@ -337,22 +331,17 @@ class InvoiceService:
                     raise
         rebuilt = [d.invoice_id for d in todo if d.outcome == "rebuilt"]
         store.release_claims_of(db, rebuilt)
-        store.insert_invoices(
-            db,
-            [
-                {"id": d.invoice_id, "status": "draft", "created_at": now, **d.header, **_ZERO_TOTALS}
-                for d in todo
-                if d.outcome == "created"
-            ],
-        )
         # 1. this period's usage not billed by any invoice yet, up to the run's high-water mark: one
         #    claim per usage window (the customers of one time zone share it), summed as it is claimed.
+        #    The claims are written at the end, with the drafts (``claims``: the rows still to insert,
+        #    which later windows of the batch take into account).
+        claims: list[dict[str, Any]] = []
         windows: dict[tuple[datetime, datetime], dict[str, str]] = {}
         for d in todo:
             windows.setdefault((d.header["starts_at"], d.header["ends_at"]), {})[d.customer.id] = d.invoice_id
         usage: dict[str, list[UsageLine]] = {}
         for (lo, hi), invoice_of in windows.items():
-            usage.update(store.claim_window(db, invoice_of, lo, hi, hw, late=False))
+            usage.update(store.claim_window(db, invoice_of, lo, hi, hw, claims, late=False))
         # 2. late usage of earlier periods whose invoices are already issued: one claim per earlier
         #    window, oldest first; only the drafts that claimed some are priced one by one.
         issued = store.issued_before_many(db, [d.customer.id for d in todo], period.key)
@@ -364,12 +353,13 @@ class InvoiceService:
         late_usage: dict[tuple[str, str], list[UsageLine]] = {}
         for window in sorted(late_windows):
             q_period, lo, hi = window
-            claimed = store.claim_window(db, late_windows[window], lo, hi, hw, late=True)
+            claimed = store.claim_window(db, late_windows[window], lo, hi, hw, claims, late=True)
             for invoice_id, found in claimed.items():
                 late_usage[(invoice_id, q_period)] = found
         with_late = {invoice_id for invoice_id, _ in late_usage}
         # 3. price (pure), then write every draft's lines, totals and audit entry at once.
         lines: dict[str, list[calc.Line]] = {}
+        created: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
         for d in todo:
@@ -384,16 +374,18 @@ class InvoiceService:
                 raise _OneByOne from None
             t = calc.totals(own, plan.tax_percent, plan.currency)
             lines[d.invoice_id] = own
-            updates.append(
-                {
-                    "id": d.invoice_id,
-                    **d.header,
-                    "subtotal": t.subtotal,
-                    "tax": t.tax,
-                    "total": t.total,
-                    "provider_cost_usd": t.provider_cost_usd,
-                }
-            )
+            row = {
+                "id": d.invoice_id,
+                **d.header,
+                "subtotal": t.subtotal,
+                "tax": t.tax,
+                "total": t.total,
+                "provider_cost_usd": t.provider_cost_usd,
+            }
+            if d.outcome == "created":
+                created.append({**row, "status": "draft", "created_at": now})
+            else:
+                updates.append(row)
             audits.append(
                 {
                     "id": new_id("aud"),
@@ -409,9 +401,11 @@ class InvoiceService:
             entries[c.id] = RunEntry(
                 c.id, c.external_id, d.outcome, d.invoice_id, None, t.total, plan.currency
             )
+        store.insert_invoices(db, created)
+        store.update_invoices(db, updates)
+        store.insert_claims(db, claims)
         store.delete_lines(db, rebuilt)
         store.insert_lines(db, lines)
-        store.update_invoices(db, updates)
         store.write_audits(db, audits)
         return entries
 

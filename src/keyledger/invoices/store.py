@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from keyledger.customers.model import Customer
+from keyledger.db.metadata import to_sqlite_units
 from keyledger.db.tables_customers import audit_log, connections, customers
 from keyledger.db.tables_invoices import (
     credit_notes,
@@ -205,29 +206,50 @@ def delete_lines(db: Connection, invoice_ids: list[str]) -> None:
         db.execute(delete(invoice_lines).where(invoice_lines.c.invoice_id.in_(invoice_ids)))
 
 
+_LINE_COLUMNS = (
+    "invoice_id", "position", "kind", "description", "line_item", "unit", "quantity", "unit_price",
+    "amount", "provider_cost_usd", "rate", "late_adjustment", "late_period",
+)
+_LINE_AMOUNTS = {"quantity", "unit_price", "amount", "provider_cost_usd"}
+
+
 def insert_lines(db: Connection, lines_by_invoice: dict[str, list[Line]]) -> None:
-    """Every invoice's lines (positions 1, 2, … in list order) in one executemany."""
+    """Every invoice's lines (positions 1, 2, … in list order) in one statement: PostgreSQL ``COPY``
+    (its statement-level insert guard fires as for an INSERT), SQLite the driver's executemany with the
+    values already in the storage format of :class:`ExactAmount` (scaled integers) — a run writes
+    several lines per customer, and binding them one by one through SQLAlchemy's types was a tenth of
+    it."""
     rows = [
-        {
-            "invoice_id": invoice_id,
-            "position": i,
-            "kind": line.kind,
-            "description": line.description,
-            "line_item": line.line_item,
-            "unit": line.unit,
-            "quantity": line.quantity,
-            "unit_price": line.unit_price,
-            "amount": line.amount,
-            "provider_cost_usd": line.provider_cost_usd,
-            "rate": line.rate,
-            "late_adjustment": line.late_adjustment,
-            "late_period": line.late_period,
-        }
+        (
+            invoice_id, i, line.kind, line.description, line.line_item, line.unit, line.quantity,
+            line.unit_price, line.amount, line.provider_cost_usd, line.rate, bool(line.late_adjustment),
+            line.late_period,
+        )
         for invoice_id, lines in lines_by_invoice.items()
         for i, line in enumerate(lines, start=1)
     ]
-    if rows:
-        db.execute(insert(invoice_lines), rows)
+    if not rows:
+        return
+    cols = ", ".join(_LINE_COLUMNS)
+    if db.dialect.name == "postgresql":
+        raw = db.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f"COPY invoice_lines ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    amounts = [k for k, name in enumerate(_LINE_COLUMNS) if name in _LINE_AMOUNTS]
+    flag = _LINE_COLUMNS.index("late_adjustment")
+
+    def stored(row: tuple) -> tuple:
+        out = list(row)
+        for k in amounts:
+            if out[k] is not None:
+                out[k] = to_sqlite_units(out[k])
+        out[flag] = int(out[flag])
+        return tuple(out)
+
+    marks = ", ".join("?" for _ in _LINE_COLUMNS)
+    db.exec_driver_sql(f"INSERT INTO invoice_lines ({cols}) VALUES ({marks})", [stored(r) for r in rows])
 
 
 def lines_of(db: Connection, invoice_id: str) -> list[Line]:
@@ -330,7 +352,14 @@ def claims_in(db: Connection, customer_ids: list[str], lo: datetime, hi: datetim
 
 
 def claim_window(
-    db: Connection, invoice_of: dict[str, str], lo: datetime, hi: datetime, hw: int, *, late: bool
+    db: Connection,
+    invoice_of: dict[str, str],
+    lo: datetime,
+    hi: datetime,
+    hw: int,
+    pending: list[dict[str, Any]],
+    *,
+    late: bool,
 ) -> dict[str, list[UsageLine]]:
     """Claim for each customer (``invoice_of``: customer id -> invoice id) the records created in
     [lo, hi) with ids up to ``hw`` that no claim of the customer covers yet, and return what each
@@ -340,11 +369,17 @@ def claim_window(
     customer's existing claims cannot change meanwhile. Their gaps (:func:`claim_gaps`) are summed with
     one GROUP BY per distinct rectangle (the common case, no earlier claim: every customer of the window
     shares one rectangle, and the records are read once, as a plain GROUP BY would) and the non-empty
-    rectangles are inserted (executemany) with their record counts. Every id <= ``hw`` is committed and
-    records never change, so the sums read are exactly what the claims bill, now and later."""
+    rectangles are appended to ``pending`` (rows for :func:`insert_claims`, which the caller writes once
+    the drafts exist; the claims already pending count as existing) with their record counts. Every id
+    <= ``hw`` is committed and records never change, so the sums read are exactly what the claims bill,
+    now and later."""
     if not invoice_of or hw <= 0:
         return {}
     existing = claims_in(db, list(invoice_of), lo, hi)
+    for row in pending:
+        if row["customer_id"] in invoice_of and row["created_lo"] < hi and row["created_hi"] > lo:
+            rect = Rect(row["created_lo"], row["created_hi"], row["id_after"], row["id_upto"])
+            existing.setdefault(row["customer_id"], []).append(rect)
     shapes: dict[Rect, list[str]] = {}
     for cid in invoice_of:
         for rect in claim_gaps(lo, hi, hw, existing.get(cid, [])):
@@ -373,12 +408,17 @@ def claim_window(
              "id_after": rect.after, "id_upto": rect.upto, "late": late, "records": n}
             for cid, n in counts.items()
         ]
-    if rows:
-        db.execute(insert(invoice_claims), rows)
+    pending += rows
     out: dict[str, list[UsageLine]] = {}
     for key in sorted(sums):
         out.setdefault(key[0], []).append(UsageLine(key[1], key[2], *sums[key], key[3]))
     return out
+
+
+def insert_claims(db: Connection, rows: list[dict[str, Any]]) -> None:
+    """Claim rows (from :func:`claim_window`) in one executemany; their invoices must exist."""
+    if rows:
+        db.execute(insert(invoice_claims), rows)
 
 
 def _byo():
