@@ -146,6 +146,24 @@ class _PlanCache:
 
 
 @dataclass
+class _RunState:
+    """What every batch of a run shares: the high-water mark, and the windows shared by more customers
+    than one batch holds, whose usage is summed once for the run (``store.window_sums``)."""
+
+    hw: int
+    shared: dict[tuple[datetime, datetime], set[str]] = field(default_factory=dict)
+    sums: dict[tuple[datetime, datetime], dict[str, list[tuple]]] = field(default_factory=dict)
+
+    def presummed(self, db: Connection, lo: datetime, hi: datetime) -> dict[str, list[tuple]] | None:
+        wanted = self.shared.get((lo, hi))
+        if wanted is None:
+            return None
+        if (lo, hi) not in self.sums:
+            self.sums[(lo, hi)] = store.window_sums(db, lo, hi, self.hw, wanted)
+        return self.sums[(lo, hi)]
+
+
+@dataclass
 class InvoiceService:
     engine: Engine
     clock: Clock
@@ -216,7 +234,12 @@ class InvoiceService:
         plans = _PlanCache()
         # The usage this run bills: records up to the high-water mark (every id up to it committed).
         with self._tx() as db:
-            hw = store.high_water(db)
+            state = _RunState(store.high_water(db))
+        by_window: dict[tuple[datetime, datetime], set[str]] = {}
+        for c in targets:
+            if c.plan is not None:
+                by_window.setdefault(local_bounds(period.start, period.end, c.timezone), set()).add(c.id)
+        state.shared = {w: ids for w, ids in by_window.items() if len(ids) > self.batch_size}
         for first in range(0, len(targets), self.batch_size):
             chunk = targets[first : first + self.batch_size]
             built: dict[str, RunEntry] = {}
@@ -228,9 +251,9 @@ class InvoiceService:
                         f"customer {c.external_id} has no plan (set one: keyledger customers update "
                         f"{c.external_id} --plan PLAN)"
                     )
-                built = self._build_batch(priced, period, plans, hw, strict=True)
+                built = self._build_batch(priced, period, plans, state, strict=True)
             else:
-                built = self._build_all(priced, period, plans, hw)
+                built = self._build_all(priced, period, plans, state)
             for c in chunk:
                 entry = built.get(c.id) or RunEntry(c.id, c.external_id, "skipped", message="no plan")
                 if finalize and entry.outcome in ("created", "rebuilt"):
@@ -261,33 +284,33 @@ class InvoiceService:
         )
 
     def _build_all(
-        self, chunk: list[Customer], period: Period, plans: _PlanCache, hw: int
+        self, chunk: list[Customer], period: Period, plans: _PlanCache, state: _RunState
     ) -> dict[str, RunEntry]:
         """One batch; customers it could not build (a draft that cannot be priced, a concurrent change)
         are then built one by one, each its own transaction, and reported failed with the reason."""
         try:
-            built = self._build_batch(chunk, period, plans, hw, strict=False)
+            built = self._build_batch(chunk, period, plans, state, strict=False)
         except _OneByOne:
             built = {}
         for c in chunk:
             if c.id not in built:
                 try:
-                    built.update(self._build_batch([c], period, plans, hw, strict=True))
+                    built.update(self._build_batch([c], period, plans, state, strict=True))
                 except KeyledgerError as exc:
                     built[c.id] = RunEntry(c.id, c.external_id, "failed", message=str(exc))
         return built
 
     def _build_batch(
-        self, chunk: list[Customer], period: Period, plans: _PlanCache, hw: int, *, strict: bool
+        self, chunk: list[Customer], period: Period, plans: _PlanCache, state: _RunState, *, strict: bool
     ) -> dict[str, RunEntry]:
         """Build the drafts of ``chunk`` in one transaction (set-based: one claim per usage window up to
-        the run's high-water mark ``hw``, summed as it is claimed, executemany writes). ``strict``: any
+        the run's high-water mark ``state.hw``, summed as it is claimed, executemany writes). ``strict``: any
         problem raises (and nothing is written); otherwise customers that fail a check before anything
         is written are left out of the result, and a problem after that raises :class:`_OneByOne` (the
         batch rolls back)."""
         try:
             with self._tx() as db, store.run_page_cache(db):
-                return self._build_batch_in(db, chunk, period, plans, hw, strict=strict)
+                return self._build_batch_in(db, chunk, period, plans, state, strict=strict)
         except IntegrityError:
             if strict:
                 ids = ", ".join(c.id for c in chunk)
@@ -300,7 +323,7 @@ class InvoiceService:
         chunk: list[Customer],
         period: Period,
         plans: _PlanCache,
-        hw: int,
+        state: _RunState,
         *,
         strict: bool,
     ) -> dict[str, RunEntry]:
@@ -340,8 +363,10 @@ class InvoiceService:
         for d in todo:
             windows.setdefault((d.header["starts_at"], d.header["ends_at"]), {})[d.customer.id] = d.invoice_id
         usage: dict[str, list[UsageLine]] = {}
+        hw = state.hw
         for (lo, hi), invoice_of in windows.items():
-            usage.update(store.claim_window(db, invoice_of, lo, hi, hw, claims, late=False))
+            summed = state.presummed(db, lo, hi)
+            usage.update(store.claim_window(db, invoice_of, lo, hi, hw, claims, late=False, presummed=summed))
         # 2. late usage of earlier periods whose invoices are already issued: one claim per earlier
         #    window, oldest first; only the drafts that claimed some are priced one by one.
         issued = store.issued_before_many(db, [d.customer.id for d in todo], period.key)
