@@ -29,11 +29,17 @@ def test_upgrade_converts_per_record_claims_and_bills_the_same_records(engine):
     w.service.run("2026-01")
     jan_a = w.service.finalize(w.service.list(customer=a, period="2026-01")[0]["id"])
     w.usage(a, at(2026, 1, 20), minutes="5")  # late for January
+    w.usage(a, at(2026, 1, 3), minutes="2")  # late, at the instant of a record January bills
+    w.usage(b, at(2026, 1, 10), minutes="4")  # b's January is a draft, not rebuilt: billed by nothing
+    w.usage(a, at(2026, 3, 2), minutes="6")  # March: no invoice yet
     w.service.run("2026-02")  # a's February draft bills it as late usage
     with engine.connect() as db:
         before = store.claimed_records(db)
     docs = {i["id"]: w.service.get(i["id"]) for i in w.service.list()}
     assert any(late for _, _, late in before)
+    with engine.connect() as db:
+        everything = set(db.execute(text("SELECT id FROM usage_records")).scalars())
+    assert len(everything - {rid for rid, _, _ in before}) == 2
 
     # Back to per-record claims (0007): one invoice_usage row per billed record.
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
@@ -50,7 +56,9 @@ def test_upgrade_converts_per_record_claims_and_bills_the_same_records(engine):
     assert current_heads(engine) == heads()
     with engine.connect() as db:
         assert store.claimed_records(db) == before
-        assert db.execute(text("SELECT count(*) FROM invoice_claims")).scalar_one() == len(before)
+        # One rectangle per run of records billed by the same invoice, not one per record.
+        assert db.execute(text("SELECT count(*) FROM invoice_claims")).scalar_one() < len(before)
+        assert sum(store.claims_count(db, i) for i in docs) == len(before)
     assert {i: w.service.get(i) for i in docs} == docs
 
     # Runs after the upgrade: rebuilding drafts bills the same; a new late record goes to March; a void
@@ -69,3 +77,8 @@ def test_upgrade_converts_per_record_claims_and_bills_the_same_records(engine):
         rows = store.claimed_records(db)
     assert billed == old
     assert len(rows) == len({rid for rid, _, _ in rows})  # no record billed twice
+    w.service.run("2026-01", customer=b)  # the draft takes the record that arrived for it
+    with engine.connect() as db:
+        rows = store.claimed_records(db)
+        everything = set(db.execute(text("SELECT id FROM usage_records")).scalars())
+    assert len(rows) == len({rid for rid, _, _ in rows}) and {rid for rid, _, _ in rows} == everything

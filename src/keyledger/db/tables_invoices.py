@@ -98,7 +98,7 @@ invoice_lines = Table(
 # Which usage records an invoice bills: rectangles (migration 0008; docs/invoices.md, "claims"). A claim
 # bills the records of ``customer_id`` created in [created_lo, created_hi) with id_after < id <= id_upto.
 # Usage records are never updated or deleted and every id <= id_upto was committed when the claim was
-# written, so a claim's records (``records`` of them, never 0) are fixed forever. No two claims of a
+# written, so a claim's records (``records`` of them) are fixed forever. No two claims of a
 # customer overlap: runs write them under the customer's row lock, from the gaps the customer's existing
 # claims leave (store.claim_windows).
 RECORD_ID = BigInteger().with_variant(Integer, "sqlite")
@@ -114,7 +114,7 @@ invoice_claims = Table(
     Column("id_upto", RECORD_ID, nullable=False),  # inclusive
     Column("late", Boolean, nullable=False, server_default=text("false")),
     Column("records", Integer, nullable=False),
-    CheckConstraint("created_lo < created_hi AND id_after < id_upto AND records > 0", name="rectangle"),
+    CheckConstraint("created_lo < created_hi AND id_after < id_upto AND records >= 0", name="rectangle"),
     Index("ix_invoice_claims_invoice", "invoice_id"),
     Index("ix_invoice_claims_customer_created", "customer_id", "created_lo"),
 )

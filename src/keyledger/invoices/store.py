@@ -393,8 +393,11 @@ def claim_window(
     customer's existing claims cannot change meanwhile. Their gaps (:func:`claim_gaps`) are summed with
     one GROUP BY per distinct rectangle (the common case, no earlier claim: every customer of the window
     shares one rectangle, and the records are read once, as a plain GROUP BY would) and the non-empty
-    rectangles are appended to ``pending`` (rows for :func:`insert_claims`, which the caller writes once
-    the drafts exist; the claims already pending count as existing) with their record counts. Every id
+    rectangles — all of a customer's when its gaps are more than one rectangle, so that its window is
+    whole up to ``hw`` again and later runs see one gap (empty ones are otherwise not stored: they would
+    stay empty forever) — are appended to ``pending`` (rows for :func:`insert_claims`, which the
+    caller writes once the drafts exist; the claims already pending count as existing) with their
+    record counts. Every id
     <= ``hw`` is committed and records never change, so the sums read are exactly what the claims bill,
     now and later.
 
@@ -409,8 +412,12 @@ def claim_window(
             rect = Rect(row["created_lo"], row["created_hi"], row["id_after"], row["id_upto"])
             existing.setdefault(row["customer_id"], []).append(rect)
     shapes: dict[Rect, list[str]] = {}
+    fragmented: set[str] = set()
     for cid in invoice_of:
-        for rect in claim_gaps(lo, hi, hw, existing.get(cid, [])):
+        gaps = claim_gaps(lo, hi, hw, existing.get(cid, []))
+        if len(gaps) > 1:
+            fragmented.add(cid)
+        for rect in gaps:
             shapes.setdefault(rect, []).append(cid)
     if not shapes:
         return {}
@@ -431,8 +438,9 @@ def claim_window(
             counts[r[0]] = counts.get(r[0], 0) + r[6]
         rows += [
             {"invoice_id": invoice_of[cid], "customer_id": cid, "created_lo": rect.lo, "created_hi": rect.hi,
-             "id_after": rect.after, "id_upto": rect.upto, "late": late, "records": n}
-            for cid, n in counts.items()
+             "id_after": rect.after, "id_upto": rect.upto, "late": late, "records": counts.get(cid, 0)}
+            for cid in shapes[rect]
+            if cid in counts or cid in fragmented
         ]
     pending += rows
     out: dict[str, list[UsageLine]] = {}
@@ -507,7 +515,11 @@ def with_late_claims(db: Connection, invoice_ids: list[str]) -> set[str]:
     """Those of the invoices that claim late usage (of earlier periods)."""
     if not invoice_ids:
         return set()
-    q = select(ic.invoice_id).where(ic.invoice_id.in_(invoice_ids), ic.late.is_(True)).distinct()
+    q = (
+        select(ic.invoice_id)
+        .where(ic.invoice_id.in_(invoice_ids), ic.late.is_(True), ic.records > 0)
+        .distinct()
+    )
     return set(db.execute(q).scalars())
 
 

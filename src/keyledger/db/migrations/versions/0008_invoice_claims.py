@@ -5,10 +5,12 @@ Revises: 0007
 Create Date: 2026-11-27 06:00:00
 
 A claim bills the records of one customer created in [created_lo, created_hi) with
-id_after < id <= id_upto (docs/invoices.md, "Which usage an invoice bills: claims"). Every existing
-invoice_usage row becomes the rectangle of exactly its record: [created, created + 1 microsecond) x
-(id - 1, id], same invoice and late flag, records = 1. Then invoice_usage is dropped (nothing reads it
-any more; keeping a second, stale copy of the claims would only invite readers of the wrong one).
+id_after < id <= id_upto (docs/invoices.md, "Which usage an invoice bills: claims"). The existing
+invoice_usage rows become rectangles that bill exactly the same records (``_convert_claims``: a
+customer's records billed one after the other by the same invoice become one rectangle; a record of an
+instant shared with records of other invoices gets its own [created, created + 1 us) x (id - 1, id]).
+Then invoice_usage is dropped (nothing reads it any more; keeping a second, stale copy of the claims
+would only invite readers of the wrong one).
 
 The immutability guards cover invoice_claims as 0003/0007 covered invoice_usage: no insert, update or
 delete of a non-draft invoice's claims, except deleting a void invoice's claims. PostgreSQL checks
@@ -18,7 +20,7 @@ naming invoice_claims); SQLite: row-level triggers.
 Downgrade recreates invoice_usage with one row per record a claim covers, and 0007's / 0003's guards.
 """
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from alembic import op
@@ -31,6 +33,21 @@ depends_on = None
 RECORD_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 LINES = "invoice is finalized: its lines cannot be changed"
 PAGE = 10_000
+US = timedelta(microseconds=1)
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)  # before any usage record
+END = datetime(9999, 1, 1, tzinfo=UTC)  # after any usage record
+MIXED = ("mixed",)
+CLAIMS = sa.table(
+    "invoice_claims",
+    sa.column("invoice_id", sa.String),
+    sa.column("customer_id", sa.String),
+    sa.column("created_lo", sa.DateTime(timezone=True)),
+    sa.column("created_hi", sa.DateTime(timezone=True)),
+    sa.column("id_after", RECORD_ID),
+    sa.column("id_upto", RECORD_ID),
+    sa.column("late", sa.Boolean),
+    sa.column("records", sa.Integer),
+)
 
 
 def _guard_function(releasable: str) -> str:
@@ -111,7 +128,7 @@ def upgrade() -> None:
         sa.Column("late", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("records", sa.Integer(), nullable=False),
         sa.CheckConstraint(
-            "created_lo < created_hi AND id_after < id_upto AND records > 0",
+            "created_lo < created_hi AND id_after < id_upto AND records >= 0",
             name=op.f("ck_invoice_claims_rectangle"),
         ),
         sa.ForeignKeyConstraint(
@@ -134,62 +151,114 @@ def upgrade() -> None:
 
 
 def _convert_claims() -> None:
-    """One rectangle per invoice_usage row (before the guards exist: finalized invoices' claims too), a
-    page at a time; the timestamps go through SQLAlchemy's type, as the application stores them."""
+    """invoice_usage rows -> rectangles, before the guards exist (finalized invoices' claims too).
+
+    Per customer, its records with ids up to M (the largest id now; every id up to it is committed:
+    PostgreSQL takes the same SHARE lock as a run) in (created, id) order are cut into runs of records
+    billed by the same invoice (and late flag). A run becomes one rectangle (0, M] x [from, to), where
+    the time range reaches out to the neighbouring runs' records (to the ends of time for the first and
+    last run), so that it holds no record but the run's: a customer whose records are all billed ends up
+    with its whole time line covered up to M, and a later run's gap in any window is (M, hw] — one
+    rectangle shared by every customer. A record no invoice bills stays a hole ([created, +1 us) x all
+    ids), and records of one instant billed by different invoices each get their own rectangle
+    [created, +1 us) x (id - 1, id]."""
     db = op.get_bind()
-    old = sa.table(
-        "invoice_usage",
-        sa.column("usage_record_id", RECORD_ID),
-        sa.column("invoice_id", sa.String),
-        sa.column("late", sa.Boolean),
+    if db.dialect.name == "postgresql":
+        db.exec_driver_sql("LOCK TABLE usage_records IN SHARE MODE")
+    top = db.execute(sa.text("SELECT max(id) FROM usage_records")).scalar()
+    if top is None:
+        return
+    customers = (
+        db.execute(
+            sa.text(
+                "SELECT DISTINCT u.customer_id FROM invoice_usage c JOIN usage_records u "
+                "ON u.id = c.usage_record_id ORDER BY 1"
+            )
+        )
+        .scalars()
+        .all()
     )
+    rows: list[dict] = []
+    for customer in customers:
+        rows += _rectangles(db, customer, int(top))
+        if len(rows) >= PAGE:
+            _insert(db, rows)
+            rows = []
+    _insert(db, rows)
+
+
+def _insert(db, rows: list[dict]) -> None:
+    if rows:
+        db.execute(sa.insert(CLAIMS), rows)
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _rectangles(db, customer: str, top: int) -> list[dict]:
     records = sa.table(
         "usage_records",
         sa.column("id", RECORD_ID),
         sa.column("customer_id", sa.String),
         sa.column("created", sa.DateTime(timezone=True)),
     )
-    claims = sa.table(
-        "invoice_claims",
+    old = sa.table(
+        "invoice_usage",
+        sa.column("usage_record_id", RECORD_ID),
         sa.column("invoice_id", sa.String),
-        sa.column("customer_id", sa.String),
-        sa.column("created_lo", sa.DateTime(timezone=True)),
-        sa.column("created_hi", sa.DateTime(timezone=True)),
-        sa.column("id_after", RECORD_ID),
-        sa.column("id_upto", RECORD_ID),
         sa.column("late", sa.Boolean),
-        sa.column("records", sa.Integer),
     )
-    after = 0
-    while True:
-        page = db.execute(
-            sa.select(
-                old.c.usage_record_id, old.c.invoice_id, old.c.late, records.c.customer_id, records.c.created
-            )
-            .select_from(old.join(records, records.c.id == old.c.usage_record_id))
-            .where(old.c.usage_record_id > after)
-            .order_by(old.c.usage_record_id)
-            .limit(PAGE)
-        ).all()
-        if not page:
-            return
-        db.execute(
-            sa.insert(claims),
-            [
-                {
-                    "invoice_id": r.invoice_id,
-                    "customer_id": r.customer_id,
-                    "created_lo": r.created,
-                    "created_hi": r.created + timedelta(microseconds=1),
-                    "id_after": r.usage_record_id - 1,
-                    "id_upto": r.usage_record_id,
-                    "late": bool(r.late),
-                    "records": 1,
-                }
-                for r in page
-            ],
+    listed = db.execute(
+        sa.select(records.c.id, records.c.created, old.c.invoice_id, old.c.late)
+        .select_from(records.outerjoin(old, old.c.usage_record_id == records.c.id))
+        .where(records.c.customer_id == customer, records.c.id <= top)
+        .order_by(records.c.created, records.c.id)
+    ).all()
+    instants: list[tuple[datetime, list[tuple[int, tuple | None]]]] = []
+    for r in listed:
+        at = _utc(r.created)
+        label = None if r.invoice_id is None else (r.invoice_id, bool(r.late))
+        if instants and instants[-1][0] == at:
+            instants[-1][1].append((int(r.id), label))
+        else:
+            instants.append((at, [(int(r.id), label)]))
+    out: list[dict] = []
+
+    def claim(label: tuple, lo: datetime, hi: datetime, after: int, upto: int, n: int) -> None:
+        out.append(
+            {
+                "invoice_id": label[0],
+                "customer_id": customer,
+                "created_lo": lo,
+                "created_hi": hi,
+                "id_after": after,
+                "id_upto": upto,
+                "late": label[1],
+                "records": n,
+            }
         )
-        after = page[-1].usage_record_id
+
+    run: tuple | None = None  # the open run's label
+    start, count = BEGINNING, 0
+    for at, group in instants:
+        labels = {label for _, label in group}
+        label = labels.pop() if len(labels) == 1 else MIXED
+        if run is not None and label != run:
+            claim(run, start, at, 0, top, count)
+            run, start = None, at
+        if label is None or label is MIXED:  # a hole (unbilled) or an instant billed by several
+            for rid, own in group:
+                if own is not None:
+                    claim(own, at, at + US, rid - 1, rid, 1)
+            start = at + US
+            continue
+        if run is None:
+            run, count = label, 0
+        count += len(group)
+    if run is not None:
+        claim(run, start, END, 0, top, count)
+    return out
 
 
 def downgrade() -> None:
