@@ -103,8 +103,6 @@ def invoice_summary(inv: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-
-
 class _OneByOne(Exception):
     """A batch could not be built as a whole (rolled back): build its customers one by one."""
 
@@ -237,8 +235,12 @@ class InvoiceService:
             state = _RunState(store.high_water(db))
         by_window: dict[tuple[datetime, datetime], set[str]] = {}
         for c in targets:
+            try:
+                window = local_bounds(period.start, period.end, c.timezone)
+            except KeyledgerError:
+                continue  # the customer's own build reports it
             if c.plan is not None:
-                by_window.setdefault(local_bounds(period.start, period.end, c.timezone), set()).add(c.id)
+                by_window.setdefault(window, set()).add(c.id)
         state.shared = {w: ids for w, ids in by_window.items() if len(ids) > self.batch_size}
         for first in range(0, len(targets), self.batch_size):
             chunk = targets[first : first + self.batch_size]
