@@ -215,8 +215,6 @@ class RecordLog:
         self.all: list[Record] = []
         self.index: dict[str, dict[str, list[Record]]] = {f: {} for f in INDEXED}
         self.by_id: dict[str, Record] = {}
-        self._dirty: set[int] = set()
-        self._lists: dict[int, list[Record]] = {}
         self.max_visible_us = 0
         self.spent = Decimal(0)
         # daily aggregates of succeeded, visible records (folded in lazily, at the first aggregate query)
@@ -227,10 +225,16 @@ class RecordLog:
     def __len__(self) -> int:
         return len(self.all)
 
-    def _append(self, lst: list[Record], items: list[Record]) -> None:
+    @staticmethod
+    def _append(lst: list[Record], items: list[Record]) -> None:
+        """Add sorted ``items`` to the sorted ``lst``, keeping it sorted: only the tail of ``lst`` newer than
+        the oldest item is merged (new traffic is recent, so that tail is short and reads never re-sort)."""
         if lst and items and _sort_key(items[0]) < _sort_key(lst[-1]):
-            self._dirty.add(id(lst))
-            self._lists[id(lst)] = lst
+            at = bisect_right(lst, _sort_key(items[0]), key=_sort_key)
+            merged = sorted(lst[at:] + items, key=_sort_key)
+            del lst[at:]
+            lst.extend(merged)
+            return
         lst.extend(items)
 
     def add(self, records: list[Record]) -> None:
@@ -264,13 +268,6 @@ class RecordLog:
         self.spent += sum((r.usd for r in ok if r.line_item is not None), Decimal(0))
         self._to_fold.extend(ok)
 
-    def _sorted(self, lst: list[Record]) -> list[Record]:
-        if id(lst) in self._dirty:
-            lst.sort(key=_sort_key)
-            self._dirty.discard(id(lst))
-            self._lists.pop(id(lst), None)
-        return lst
-
     def candidates(self, filters: dict[str, str]) -> list[Record]:
         best = self.all
         for f in INDEXED:
@@ -282,7 +279,7 @@ class RecordLog:
                 return []
             if len(lst) <= len(best):
                 best = lst
-        return self._sorted(best)
+        return best
 
     def window(
         self, filters: dict[str, str], start_us: int | None, end_us: int | None
@@ -409,7 +406,7 @@ class RecordLog:
                 yield d, k, a
 
     def first_created(self, now: int) -> int | None:
-        lst = self._sorted(self.all)
+        lst = self.all
         for r in lst:
             if r.visible_us <= now:
                 return r.created_us
