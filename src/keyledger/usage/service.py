@@ -46,12 +46,6 @@ from keyledger.usage.store import ConnectionRow
 
 log = structlog.get_logger(__name__)
 
-#: Pages held in memory before a chunk is committed (bounds memory for any window size). Each commit rewrites
-#: every index page its records touch (request ids are random), so bigger chunks write less: on a 1M-record
-#: sync, 60 pages took 58-64 s against 69-80 s for 20 (bench/sync.py, same host); 50 keeps the peak well
-#: under 250 MB.
-CHUNK_PAGES = 50
-
 OpenProvider = Callable[[ConnectionRow], Provider]
 Progress = Callable[[str, int, int, int], None]  # connection name, fetched so far, window index, windows
 
@@ -111,7 +105,6 @@ class SyncService:
     open_provider: OpenProvider
     progress: Progress | None = None
     lease_wait_seconds: float = 120.0  # float-ok: seconds
-    chunk_pages: int = CHUNK_PAGES
 
     # ------------------------------------------------------------------ entry point
 
@@ -287,7 +280,7 @@ class SyncService:
                 fault_point("sync.after_page_fetch")
                 if self.progress:
                     self.progress(c.name, report.fetched, index, len(windows))
-                if len(buffer) >= self.chunk_pages * limit and page.returned >= limit:
+                if len(buffer) >= self.settings.sync_chunk_pages * limit and page.returned >= limit:
                     chunk_no += 1
                     with self.engine.begin() as conn:
                         self._renew(conn, c, owner)
