@@ -26,8 +26,9 @@ changes a result.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
@@ -484,6 +485,62 @@ def parse_daily_request_counts(body: Any) -> dict[date, int]:
     return out
 
 
+#: Parsed pages the reader thread may hold before the caller takes them (memory: about 1 MB per page).
+READ_AHEAD_PAGES = 16
+_END = object()
+
+
+class _PageReader:
+    """The request-log pages of one window, read on a thread into a bounded queue (see ``_iter_requests``)."""
+
+    def __init__(self, api: UsageAPI, start: datetime, end: datetime, limit: int, status: str | None):
+        self._args = (api, start, end, limit, status)
+        self._queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD_PAGES)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dg-page-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        api, start, end, limit, status = self._args
+        resolve = api._resolver()
+        max_usd = api.http.max_record_usd
+        page = 0
+        try:
+            while not self._stopped.is_set():
+                content = api._requests_body(start, end, page, limit, status)
+                decoded, returned = decode_requests_content(content)
+                result = parse_decoded_page(decoded, resolve, page=page, limit=limit, max_usd=max_usd)
+                if not self._put(result) or returned < limit:
+                    break
+                page += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised in its thread
+            self._put(exc)
+        finally:
+            self._put(_END)
+
+    def pages(self) -> Iterator[RequestsPage]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
 class UsageAPI:
     http: DeepgramHTTP
     _line_items: LineItemResolver | None = None
@@ -539,26 +596,17 @@ class UsageAPI:
     ) -> Iterator[RequestsPage]:
         """Every page between start and end (inclusive), newest first, until a short page.
 
-        The next page is requested as soon as the current one is known to be full, so Deepgram serves it
-        while the caller stores this one (one request in flight at most; no call the plain loop would not
-        make)."""
-        resolve = self._resolver()
-        max_usd = self.http.max_record_usd
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dg-prefetch") as pool:
-            pending: Future = pool.submit(self._requests_body, start, end, 0, limit, status)
-            page = 0
-            while True:
-                # Only the HTTP exchange runs on the prefetch thread (it waits on the socket, without
-                # the GIL); decoding and parsing stay here, so the two threads do not fight for the GIL.
-                decoded, returned = decode_requests_content(pending.result())
-                full = returned >= limit
-                if full:
-                    pending = pool.submit(self._requests_body, start, end, page + 1, limit, status)
-                result = parse_decoded_page(decoded, resolve, page=page, limit=limit, max_usd=max_usd)
-                yield result
-                if not full:
-                    return
-                page += 1
+        A reader thread fetches, decodes and parses the pages in order, up to ``READ_AHEAD_PAGES`` ahead of
+        the caller, while the caller stores earlier ones (SQLite and the socket release the GIL, so the two
+        overlap). Read to the end, it makes exactly the calls the plain loop makes: page n+1 is asked for
+        only after page n was parsed and found full, and a page that fails (HTTP or a refused record) ends
+        the reading and is raised to the caller in its turn. Closing the iterator early stops the reader
+        (it may have read up to READ_AHEAD_PAGES + 1 pages the caller never took)."""
+        reader = _PageReader(self, start, end, limit, status)
+        try:
+            yield from reader.pages()
+        finally:
+            reader.stop()
 
     def daily_request_counts(self, *, start: date, end: date) -> dict[date, int]:
         body = self.http.request(
