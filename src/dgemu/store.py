@@ -28,6 +28,8 @@ INITIAL_BALANCE = Decimal("200.00")
 STATE_VERSION = 1
 INDEXED = ("accessor", "endpoint", "method", "status", "deployment")
 _sort_key = attrgetter("created_us", "request_id")
+#: The longest sorted tail merged at once when older records are added (see RecordLog._append).
+EAGER_MERGE_MAX = 50_000
 _created = attrgetter("created_us")
 _encode_str = json.encoder.encode_basestring  # as json.dumps(ensure_ascii=False) writes a string
 _num = jsonout.decimal_text
@@ -215,6 +217,8 @@ class RecordLog:
         self.all: list[Record] = []
         self.index: dict[str, dict[str, list[Record]]] = {f: {} for f in INDEXED}
         self.by_id: dict[str, Record] = {}
+        self._dirty: set[int] = set()
+        self._lists: dict[int, list[Record]] = {}
         self.max_visible_us = 0
         self.spent = Decimal(0)
         # daily aggregates of succeeded, visible records (folded in lazily, at the first aggregate query)
@@ -225,16 +229,20 @@ class RecordLog:
     def __len__(self) -> int:
         return len(self.all)
 
-    @staticmethod
-    def _append(lst: list[Record], items: list[Record]) -> None:
-        """Add sorted ``items`` to the sorted ``lst``, keeping it sorted: only the tail of ``lst`` newer than
-        the oldest item is merged (new traffic is recent, so that tail is short and reads never re-sort)."""
+    def _append(self, lst: list[Record], items: list[Record]) -> None:
+        """Add sorted ``items`` to ``lst``. When they are older than its end and the part of ``lst`` newer than
+        them is short (new traffic is recent), that tail is merged at once, so the next read does not sort a
+        million records; otherwise (a bulk load in random order) ``lst`` is sorted once, at the next read."""
         if lst and items and _sort_key(items[0]) < _sort_key(lst[-1]):
-            at = bisect_right(lst, _sort_key(items[0]), key=_sort_key)
-            merged = sorted(lst[at:] + items, key=_sort_key)
-            del lst[at:]
-            lst.extend(merged)
-            return
+            if id(lst) not in self._dirty:
+                at = bisect_right(lst, _sort_key(items[0]), key=_sort_key)
+                if len(lst) - at <= EAGER_MERGE_MAX:
+                    merged = sorted(lst[at:] + items, key=_sort_key)
+                    del lst[at:]
+                    lst.extend(merged)
+                    return
+            self._dirty.add(id(lst))
+            self._lists[id(lst)] = lst
         lst.extend(items)
 
     def add(self, records: list[Record]) -> None:
@@ -268,6 +276,13 @@ class RecordLog:
         self.spent += sum((r.usd for r in ok if r.line_item is not None), Decimal(0))
         self._to_fold.extend(ok)
 
+    def _sorted(self, lst: list[Record]) -> list[Record]:
+        if id(lst) in self._dirty:
+            lst.sort(key=_sort_key)
+            self._dirty.discard(id(lst))
+            self._lists.pop(id(lst), None)
+        return lst
+
     def candidates(self, filters: dict[str, str]) -> list[Record]:
         best = self.all
         for f in INDEXED:
@@ -279,7 +294,7 @@ class RecordLog:
                 return []
             if len(lst) <= len(best):
                 best = lst
-        return best
+        return self._sorted(best)
 
     def window(
         self, filters: dict[str, str], start_us: int | None, end_us: int | None
@@ -406,7 +421,7 @@ class RecordLog:
                 yield d, k, a
 
     def first_created(self, now: int) -> int | None:
-        lst = self.all
+        lst = self._sorted(self.all)
         for r in lst:
             if r.visible_us <= now:
                 return r.created_us
