@@ -28,6 +28,8 @@ INITIAL_BALANCE = Decimal("200.00")
 STATE_VERSION = 1
 INDEXED = ("accessor", "endpoint", "method", "status", "deployment")
 _sort_key = attrgetter("created_us", "request_id")
+#: The longest sorted tail merged at once when older records are added (see RecordLog._append).
+EAGER_MERGE_MAX = 50_000
 _created = attrgetter("created_us")
 _encode_str = json.encoder.encode_basestring  # as json.dumps(ensure_ascii=False) writes a string
 _num = jsonout.decimal_text
@@ -228,7 +230,17 @@ class RecordLog:
         return len(self.all)
 
     def _append(self, lst: list[Record], items: list[Record]) -> None:
+        """Add sorted ``items`` to ``lst``. When they are older than its end and the part of ``lst`` newer than
+        them is short (new traffic is recent), that tail is merged at once, so the next read does not sort a
+        million records; otherwise (a bulk load in random order) ``lst`` is sorted once, at the next read."""
         if lst and items and _sort_key(items[0]) < _sort_key(lst[-1]):
+            if id(lst) not in self._dirty:
+                at = bisect_right(lst, _sort_key(items[0]), key=_sort_key)
+                if len(lst) - at <= EAGER_MERGE_MAX:
+                    merged = sorted(lst[at:] + items, key=_sort_key)
+                    del lst[at:]
+                    lst.extend(merged)
+                    return
             self._dirty.add(id(lst))
             self._lists[id(lst)] = lst
         lst.extend(items)

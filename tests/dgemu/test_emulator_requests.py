@@ -183,3 +183,35 @@ def test_get_request(dgemu, seeded) -> None:
         assert rec["response"]["details"]["characters"] == 100
         r = c.get(f"/v1/projects/{dgemu.project_id}/requests/nope")
         assert r.status_code == 404 and set(r.json()) == {"err_code", "err_msg", "request_id"}
+
+
+def test_batches_injected_out_of_order_are_listed_in_order(dgemu) -> None:
+    """Injections that interleave in time (late records, overlapping batches) are merged into every
+    sorted list at once: each listing and each filtered listing is newest first, nothing skipped."""
+    import random
+
+    rng = random.Random(7)
+    minutes = list(range(300))
+    rng.shuffle(minutes)
+    batches = [minutes[i : i + 37] for i in range(0, 300, 37)]
+    for batch in batches:
+        inject(
+            dgemu,
+            [
+                {
+                    "request_id": f"ooo-{m:03d}",
+                    "api_key_id": "key-a" if m % 3 else "key-b",
+                    "created": iso(BASE + timedelta(minutes=m)),
+                    "endpoint": "listen",
+                    "method": "sync" if m % 2 else "streaming",
+                    "model": "nova-3",
+                    "duration_seconds": 30,
+                }
+                for m in batch
+            ],
+        )
+    assert ids(dgemu) == [f"ooo-{m:03d}" for m in range(299, -1, -1)]
+    assert ids(dgemu, accessor="key-b") == [f"ooo-{m:03d}" for m in range(297, -1, -3)]
+    assert ids(dgemu, method="sync") == [f"ooo-{m:03d}" for m in range(299, -1, -2)]
+    page2 = [x["request_id"] for x in listing(dgemu, limit=50, page=2)["requests"]]
+    assert page2 == [f"ooo-{m:03d}" for m in range(199, 149, -1)]

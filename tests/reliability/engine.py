@@ -43,6 +43,7 @@ from tests.service.test_invoice_content_hash import MUTABLE
 from tests.usage_support import faults, inject
 
 PAGE = 20  # records per page: a sync of a few hundred records fetches many pages
+CHUNK_PAGES = 20  # pages per sync chunk: a sync of a few hundred records commits chunks before a window ends
 RETRIES = 12  # provider retries, in-process and in the CLI: a storm is weathered, never fatal
 CUSTOMERS = ("acme", "beta")  # acme has a revoke budget; beta has a plan and is invoiced
 BUDGET_LIMIT = Decimal("1.00")
@@ -188,6 +189,7 @@ class Scenario:
                 provider_max_retries=RETRIES,
                 sync_settle_seconds=0,
                 sync_page_limit=PAGE,
+                sync_chunk_pages=CHUNK_PAGES,
                 webhook_allow_private_networks=True,
             ),
             environ={"DEEPGRAM_API_KEY": self.dgemu.owner_key},
@@ -333,6 +335,7 @@ class Scenario:
             "KEYLEDGER_CONFIG": str(self.tmp / "absent.toml"),
             "KEYLEDGER_SYNC_SETTLE_SECONDS": "0",
             "KEYLEDGER_SYNC_PAGE_LIMIT": str(PAGE),
+            "KEYLEDGER_SYNC_CHUNK_PAGES": str(CHUNK_PAGES),
             "KEYLEDGER_PROVIDER_MAX_RETRIES": str(RETRIES),
             "KEYLEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
             "DEEPGRAM_API_KEY": self.dgemu.owner_key,

@@ -32,7 +32,8 @@ from tests.usage_support import (
 from .usage_cli import KEY_ENV, Env
 
 N = 3000
-PAGE = 50  # 60 pages; a chunk (20 pages = 1000 records) commits before a window's end
+PAGE = 50  # 60 pages; a chunk (CHUNK pages = 1000 records) commits before a window's end
+CHUNK = 20
 RNG = random.Random(20261126)
 # Windows of one day over the 90-day retention: 90 windows, the data in the last two or three.
 KILLS = [
@@ -61,7 +62,7 @@ def env(db_url, engine, dgemu, tmp_path) -> Env:
         engine=engine,
         dgemu=dgemu,
         tmp=tmp_path,
-        extra={"KEYLEDGER_SYNC_PAGE_LIMIT": str(PAGE)},
+        extra={"KEYLEDGER_SYNC_PAGE_LIMIT": str(PAGE), "KEYLEDGER_SYNC_CHUNK_PAGES": str(CHUNK)},
     )
 
 

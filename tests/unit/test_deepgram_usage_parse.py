@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -11,13 +12,16 @@ from hypothesis import strategies as st
 
 from keyledger.core.errors import ProviderError
 from keyledger.core.money import loads_exact
+from keyledger.provider.deepgram.http import decode_json
 from keyledger.provider.deepgram.usage import (
     LineItemResolver,
+    decode_requests_content,
     endpoint_of,
     format_instant,
     parse_billing_breakdown,
     parse_request,
     parse_request_tolerant,
+    parse_requests_content,
     parse_requests_page,
 )
 
@@ -200,3 +204,107 @@ def test_fast_path_equals_tolerant_parse(raw):
             return str(exc)
 
     assert outcome(parse_request) == outcome(parse_request_tolerant)
+
+
+def _json_text(value) -> str:
+    """JSON text keeping a Decimal's exact digits as a number (NaN/Infinity as Python's json writes them)."""
+    if isinstance(value, Decimal):
+        if value.is_nan():
+            return "NaN"
+        if value.is_infinite():
+            return "-Infinity" if value < 0 else "Infinity"
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{_json_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_json_text(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+# Records shaped as the typed decoder takes them (so the typed path runs), mostly well-formed, with the
+# values that must still leave it: failed codes, odd paths and offsets, negative/huge/NaN amounts,
+# missing or negative quantities, empty ids.
+def _mostly(good, *odd):
+    return st.one_of(st.just(good), st.just(good), st.just(good), st.sampled_from(list(odd)))
+
+
+_typed_details = st.fixed_dictionaries(
+    {
+        "method": _mostly("sync", "streaming", ""),
+        "models": _mostly(["nova-3"], ["nova-3-medical", "x"], ["aura-2-x"], [""], []),
+        "usd": st.one_of(
+            st.decimals(min_value=0, max_value=10_000, places=8),
+            st.decimals(min_value=-1, max_value=20_000, places=8),
+            st.sampled_from([Decimal("0.0043"), Decimal("1.50"), Decimal("1E-7"), Decimal("NaN")]),
+        ),
+        "total_audio": st.one_of(st.decimals(min_value=0, max_value=10**4, places=3), st.none()),
+        "characters": st.one_of(st.integers(0, 5000), st.integers(-3, -1), st.none()),
+        "tokens_in": st.integers(-1, 900),
+        "tokens_out": st.integers(0, 900),
+    },
+    optional={
+        "tags": st.lists(st.text(max_size=3), max_size=2),
+        "model": st.just("nova-2"),
+    },
+)
+_typed_raw = st.fixed_dictionaries(
+    {
+        "request_id": _mostly("r1", "r2", ""),
+        "created": _mostly(
+            "2026-11-01T12:00:00.123456Z",
+            "2026-11-01T12:00:00+00:00",
+            "2026-11-01T12:00:00+05:30",
+            "2026-11-01T12:00:00",
+            "2026-11-01 12:00:00Z",
+            "yesterday",
+        ),
+        "path": st.sampled_from(
+            ["/v1/listen", "/v1/speak", "/v1/read", "/v1/agent", "/v2/listen", "/v1/listen?x=1", "/x"]
+        ),
+        "api_key_id": _mostly("k", ""),
+        "code": _mostly(200, 201, 400, 500),
+        "response": st.fixed_dictionaries({"details": _typed_details}),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(st.lists(_typed_raw, max_size=4), st.lists(st.one_of(_typed_raw, _raw), max_size=3)),
+    st.sampled_from([2, 4]),
+)
+def test_typed_page_decode_equals_plain_parse(items, limit):
+    """The msgspec page path gives what decode_json + parse_requests_page give, or the same refusal."""
+    content = _json_text({"requests": items, "page": 0}).encode()
+    resolve = LineItemResolver(NAMES)
+
+    def outcome(parse):
+        try:
+            page = parse()
+        except ProviderError as exc:
+            return str(exc)
+        return page.records, page.returned
+
+    typed = outcome(lambda: parse_requests_content(content, resolve, page=0, limit=limit))
+    plain = outcome(lambda: parse_requests_page(decode_json(content), resolve, page=0, limit=limit))
+    assert typed == plain
+
+
+def test_a_regular_page_takes_the_typed_path_with_exact_decimals():
+    content = (
+        b'{"requests":[{"request_id":"r1","created":"2026-11-01T12:00:00.5Z","path":"/v1/listen",'
+        b'"api_key_id":"k","code":200,"response":{"details":{"method":"sync","models":["nova-3"],'
+        b'"usd":0.1000000000000000055511151231257827,"total_audio":90.0}}}]}'
+    )
+    decoded, returned = decode_requests_content(content)
+    assert returned == 1 and not isinstance(decoded, dict)  # the typed page, not the plain body
+    record = parse_requests_content(content, LineItemResolver(NAMES), page=0, limit=10).records[0]
+    assert record.cost_usd == Decimal("0.1000000000000000055511151231257827")
+    assert str(record.cost_usd) == "0.1000000000000000055511151231257827"
+    assert record.quantity == Decimal("1.5") and record.line_item == "sync::nova-3"
+    assert record.created == datetime(2026, 11, 1, 12, 0, 0, 500000, tzinfo=UTC)
+
+
+def test_a_page_that_is_not_json_is_refused_in_one_line():
+    with pytest.raises(ProviderError, match="not JSON"):
+        parse_requests_content(b"<html>", LineItemResolver(NAMES), page=0, limit=10)

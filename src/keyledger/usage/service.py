@@ -46,9 +46,6 @@ from keyledger.usage.store import ConnectionRow
 
 log = structlog.get_logger(__name__)
 
-#: Pages held in memory before a chunk is committed (bounds memory for any window size).
-CHUNK_PAGES = 20
-
 OpenProvider = Callable[[ConnectionRow], Provider]
 Progress = Callable[[str, int, int, int], None]  # connection name, fetched so far, window index, windows
 
@@ -108,7 +105,6 @@ class SyncService:
     open_provider: OpenProvider
     progress: Progress | None = None
     lease_wait_seconds: float = 120.0  # float-ok: seconds
-    chunk_pages: int = CHUNK_PAGES
 
     # ------------------------------------------------------------------ entry point
 
@@ -284,7 +280,7 @@ class SyncService:
                 fault_point("sync.after_page_fetch")
                 if self.progress:
                     self.progress(c.name, report.fetched, index, len(windows))
-                if len(buffer) >= self.chunk_pages * limit and page.returned >= limit:
+                if len(buffer) >= self.settings.sync_chunk_pages * limit and page.returned >= limit:
                     chunk_no += 1
                     with self.engine.begin() as conn:
                         self._renew(conn, c, owner)

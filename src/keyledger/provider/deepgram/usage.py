@@ -17,15 +17,23 @@ ceiling (``provider_max_record_usd``, default 10,000 USD per request), and a ``t
 ``characters`` or ``tokens_*`` that is negative, NaN/Infinity or not a number raise ProviderError
 naming the record and the field; so does a page holding more records than the ``limit`` asked for.
 The sync then fails with its watermark unchanged (``docs/usage-ledger.md``).
+
+A page is first decoded by msgspec into typed structs (C; JSON numbers become Decimal from their exact
+text, never float); a page that does not fit those types exactly is decoded again with the standard
+library and parsed record by record, so the typed path only ever makes the common page fast, never
+changes a result.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
+
+import msgspec
 
 from keyledger.core.errors import ProviderError
 from keyledger.provider.deepgram.http import DEFAULT_MAX_RECORD_USD, DeepgramHTTP, decode_json
@@ -295,6 +303,133 @@ def parse_requests_page(
     return RequestsPage(records=records, page=page, limit=limit, returned=len(raw_items))
 
 
+class _Details(msgspec.Struct):
+    method: str
+    models: list[str]
+    usd: Decimal
+    total_audio: Decimal | None = None
+    characters: int | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tags: list[str] | None = None
+    model: str | None = None
+
+
+class _Response(msgspec.Struct):
+    details: _Details
+    code: int | None = None
+
+
+class _Request(msgspec.Struct):
+    request_id: str
+    created: str
+    path: str
+    api_key_id: str
+    code: int
+    response: _Response
+
+
+class _Page(msgspec.Struct):
+    requests: list[_Request]
+
+
+_PAGE_DECODER = msgspec.json.Decoder(_Page)
+
+
+def _typed_record(r: _Request, resolve: LineItemResolver, max_usd: Decimal) -> UsageRecord:
+    """One typed record → UsageRecord; anything unusual goes to :func:`parse_request_tolerant` with the
+    record as plain data (the same fields), so both paths give the same result."""
+    d = r.response.details
+    endpoint = _FAST_ENDPOINTS.get(r.path)
+    usd = d.usd
+    if (
+        endpoint is not None and r.code < 400 and r.request_id and r.api_key_id and d.method and d.models
+        and usd.is_finite() and _ZERO <= usd <= max_usd
+    ):
+        if endpoint == "listen" or endpoint == "agent":
+            seconds = d.total_audio
+            ok = seconds is not None and seconds.is_finite() and _ZERO <= seconds <= MAX_AUDIO_SECONDS
+            if ok:
+                quantity = (seconds / _SIXTY).quantize(QUANTITY_QUANTUM, ROUND_HALF_EVEN)
+                unit = "minute"
+        elif endpoint == "speak":
+            chars = d.characters
+            ok = chars is not None and chars >= 0
+            if ok:
+                quantity, unit = Decimal(chars), "character"
+        else:
+            t_in, t_out = d.tokens_in, d.tokens_out
+            ok = t_in is not None and t_out is not None and t_in >= 0 and t_out >= 0
+            if ok:
+                quantity, unit = Decimal(t_in + t_out), "token"
+        if ok:
+            try:
+                created = datetime.fromisoformat(r.created)
+            except ValueError:
+                created = None
+            if created is not None and created.tzinfo is UTC:
+                model, method = d.models[0], d.method
+                line_item = resolve._cache.get((method, model)) or resolve(method, model)
+                tags = d.tags
+                return UsageRecord(
+                    r.request_id, r.api_key_id, created, endpoint, method, model, line_item, unit,
+                    quantity, usd, r.code, tuple(tags) if tags else (),
+                )
+    return parse_request_tolerant(msgspec.to_builtins(r), resolve, max_usd)
+
+
+def decode_requests_content(content: bytes) -> tuple[_Page | Any, int]:
+    """A request-log page's raw bytes → (the typed page, or the plain JSON body when the page does not fit
+    the types exactly, and how many records it holds)."""
+    try:
+        typed = _PAGE_DECODER.decode(content)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        try:
+            body = decode_json(content) if content else None
+        except ValueError:
+            raise ProviderError("Deepgram request log: the response is not JSON") from None
+        items = body.get("requests") if isinstance(body, dict) else None
+        return body, len(items) if isinstance(items, list) else 0
+    return typed, len(typed.requests)
+
+
+def parse_decoded_page(
+    decoded: _Page | Any,
+    resolve: LineItemResolver,
+    *,
+    page: int,
+    limit: int,
+    max_usd: Decimal = DEFAULT_MAX_RECORD_USD,
+) -> RequestsPage:
+    """What :func:`decode_requests_content` gave → RequestsPage (same results and refusals either way)."""
+    if not isinstance(decoded, _Page):
+        return parse_requests_page(decoded, resolve, page=page, limit=limit, max_usd=max_usd)
+    items = decoded.requests
+    if len(items) > limit:
+        raise ProviderError(
+            f"Deepgram request log: page {page} holds {len(items)} records, more than the {limit} "
+            "asked for; refused"
+        )
+    try:
+        records = [_typed_record(r, resolve, max_usd) for r in items]
+    except ValueError as exc:
+        raise ProviderError(f"Deepgram request log: unreadable record ({exc})") from None
+    return RequestsPage(records=records, page=page, limit=limit, returned=len(items))
+
+
+def parse_requests_content(
+    content: bytes,
+    resolve: LineItemResolver,
+    *,
+    page: int,
+    limit: int,
+    max_usd: Decimal = DEFAULT_MAX_RECORD_USD,
+) -> RequestsPage:
+    """A request-log page's raw bytes → RequestsPage."""
+    decoded, _ = decode_requests_content(content)
+    return parse_decoded_page(decoded, resolve, page=page, limit=limit, max_usd=max_usd)
+
+
 def parse_billing_breakdown(body: Any) -> list[BillingRow]:
     if not isinstance(body, dict) or not isinstance(body.get("results"), list):
         raise ProviderError("Deepgram billing breakdown: unexpected response (no 'results' list)")
@@ -350,6 +485,62 @@ def parse_daily_request_counts(body: Any) -> dict[date, int]:
     return out
 
 
+#: Parsed pages the reader thread may hold before the caller takes them (memory: about 1 MB per page).
+READ_AHEAD_PAGES = 16
+_END = object()
+
+
+class _PageReader:
+    """The request-log pages of one window, read on a thread into a bounded queue (see ``_iter_requests``)."""
+
+    def __init__(self, api: UsageAPI, start: datetime, end: datetime, limit: int, status: str | None):
+        self._args = (api, start, end, limit, status)
+        self._queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD_PAGES)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dg-page-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        api, start, end, limit, status = self._args
+        resolve = api._resolver()
+        max_usd = api.http.max_record_usd
+        page = 0
+        try:
+            while not self._stopped.is_set():
+                content = api._requests_body(start, end, page, limit, status)
+                decoded, returned = decode_requests_content(content)
+                result = parse_decoded_page(decoded, resolve, page=page, limit=limit, max_usd=max_usd)
+                if not self._put(result) or returned < limit:
+                    break
+                page += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised in its thread
+            self._put(exc)
+        finally:
+            self._put(_END)
+
+    def pages(self) -> Iterator[RequestsPage]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
 class UsageAPI:
     http: DeepgramHTTP
     _line_items: LineItemResolver | None = None
@@ -384,17 +575,13 @@ class UsageAPI:
             params["status"] = status
         return self.http.request("GET", f"{self.http.project_path}/requests", params=params, decode=False)
 
-    @staticmethod
-    def _decode(content: bytes) -> Any:
-        try:
-            return decode_json(content) if content else None
-        except ValueError:
-            raise ProviderError("Deepgram request log: the response is not JSON") from None
-
     def list_requests(self, *, start: datetime, end: datetime, page: int, limit: int) -> RequestsPage:
-        body = self._decode(self._requests_body(start, end, page, limit))
-        return parse_requests_page(
-            body, self._resolver(), page=page, limit=limit, max_usd=self.http.max_record_usd
+        return parse_requests_content(
+            self._requests_body(start, end, page, limit),
+            self._resolver(),
+            page=page,
+            limit=limit,
+            max_usd=self.http.max_record_usd,
         )
 
     def iter_failed_requests(self, *, start: datetime, end: datetime, limit: int) -> Iterator[RequestsPage]:
@@ -409,27 +596,17 @@ class UsageAPI:
     ) -> Iterator[RequestsPage]:
         """Every page between start and end (inclusive), newest first, until a short page.
 
-        The next page is requested as soon as the current one is known to be full, so Deepgram serves it
-        while the caller stores this one (one request in flight at most; no call the plain loop would not
-        make)."""
-        resolve = self._resolver()
-        max_usd = self.http.max_record_usd
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dg-prefetch") as pool:
-            pending: Future = pool.submit(self._requests_body, start, end, 0, limit, status)
-            page = 0
-            while True:
-                # Only the HTTP exchange runs on the prefetch thread (it waits on the socket, without
-                # the GIL); decoding and parsing stay here, so the two threads do not fight for the GIL.
-                body = self._decode(pending.result())
-                items = body.get("requests") if isinstance(body, dict) else None
-                full = isinstance(items, list) and len(items) >= limit
-                if full:
-                    pending = pool.submit(self._requests_body, start, end, page + 1, limit, status)
-                result = parse_requests_page(body, resolve, page=page, limit=limit, max_usd=max_usd)
-                yield result
-                if not full:
-                    return
-                page += 1
+        A reader thread fetches, decodes and parses the pages in order, up to ``READ_AHEAD_PAGES`` ahead of
+        the caller, while the caller stores earlier ones (SQLite and the socket release the GIL, so the two
+        overlap). Read to the end, it makes exactly the calls the plain loop makes: page n+1 is asked for
+        only after page n was parsed and found full, and a page that fails (HTTP or a refused record) ends
+        the reading and is raised to the caller in its turn. Closing the iterator early stops the reader
+        (it may have read up to READ_AHEAD_PAGES + 1 pages the caller never took)."""
+        reader = _PageReader(self, start, end, limit, status)
+        try:
+            yield from reader.pages()
+        finally:
+            reader.stop()
 
     def daily_request_counts(self, *, start: date, end: date) -> dict[date, int]:
         body = self.http.request(
