@@ -135,17 +135,37 @@ class Plan:
             f"add exchange_rates: {{\"{period.key}\": \"<USD to {self.currency}>\"}} to the plan, import it"
         )
 
+    def memo(self, name: str) -> dict[Any, Any]:
+        """A cache of what pricing derives from this version, kept on the instance (not a field: equality,
+        hashing, ``replace`` and ``to_dict`` ignore it). Valid for the instance's life because a plan
+        version is immutable; a different version is a different instance with its own cache. Only
+        successful results are cached, so a lookup that raises raises every time."""
+        memos = self.__dict__.get("_memos")
+        if memos is None:
+            memos = {}
+            object.__setattr__(self, "_memos", memos)
+        memo = memos.get(name)
+        if memo is None:
+            memo = memos[name] = {}
+        return memo
+
     def rate_for(self, line_item: str) -> Rate | None:
+        memo = self.memo("rate_for")
+        if line_item in memo:
+            return memo[line_item]
         pattern = most_specific([r.pattern for r in self.rates], line_item, "rates")
-        if pattern is None:
-            return None
-        return next(r for r in self.rates if r.pattern == pattern)
+        rate = None if pattern is None else next(r for r in self.rates if r.pattern == pattern)
+        memo[line_item] = rate
+        return rate
 
     def included_for(self, line_item: str) -> Included | None:
+        memo = self.memo("included_for")
+        if line_item in memo:
+            return memo[line_item]
         pattern = most_specific([i.pattern for i in self.included], line_item, "included")
-        if pattern is None:
-            return None
-        return next(i for i in self.included if i.pattern == pattern)
+        inc = None if pattern is None else next(i for i in self.included if i.pattern == pattern)
+        memo[line_item] = inc
+        return inc
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical plain form (decimals as strings); ``plans.plan_from_dict`` reads it back."""

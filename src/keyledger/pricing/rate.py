@@ -17,7 +17,6 @@ Steps, in order (docs/pricing.md has the why):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from keyledger.core.errors import Invalid
@@ -48,42 +47,65 @@ def rate_usage(plan: Plan, period: Period, usage: Iterable[UsageInput]) -> Rated
     cur = plan.currency
     lines = aggregate(usage, merge_byo=plan.byo_pricing is ByoPricing.PLAN)
     billed = [u for u in lines if not u.byo]
-    priced: list[PricedLine] = []
     if plan.mode is Mode.RATE_CARD:
-        priced.extend(_rate_card(plan, billed))
+        priced = _rate_card(plan, billed)
     else:
-        priced.extend(_cost_based(plan, billed, fx))
+        priced = _cost_based(plan, billed, fx)
     for u in lines:
         if u.byo:
             priced.append(PricedLine(
                 kind="byo", description=f"{u.line_item}, on the customer's own Deepgram account (not billed)",
-                line_item=u.line_item, unit=u.unit, quantity=u.quantity, unit_price=Decimal(0),
-                amount=round_money(Decimal(0), cur), provider_cost_usd=u.provider_cost_usd, rate="byo",
+                line_item=u.line_item, unit=u.unit, quantity=u.quantity, unit_price=_ZERO,
+                amount=_zero_amount(cur), provider_cost_usd=u.provider_cost_usd, rate="byo",
             ))
-    priced.sort(key=lambda line: (line.line_item or "", line.kind == "byo"))  # stable: segment order kept
+    priced.sort(key=_line_order)  # stable: segment order kept
 
-    usage_amount = _sum(line.amount for line in priced)
+    add = EXACT.add
+    usage_amount = _ZERO
+    for line in priced:
+        usage_amount = add(usage_amount, line.amount)
     if plan.base_fee:
         priced.append(PricedLine(
             kind="base_fee", description=f"{plan.name} base fee, {period.key}", line_item=None, unit=None,
-            quantity=Decimal(1), unit_price=plan.base_fee, amount=round_money(plan.base_fee, cur),
-            provider_cost_usd=Decimal(0),
+            quantity=_ONE, unit_price=plan.base_fee, amount=round_money(plan.base_fee, cur),
+            provider_cost_usd=_ZERO,
         ))
     if usage_amount < plan.minimum:
         top_up = EXACT.subtract(plan.minimum, usage_amount)
         priced.append(PricedLine(
             kind="minimum",
             description=f"Minimum usage charge {format_amount(plan.minimum)} {cur}: top-up",
-            line_item=None, unit=None, quantity=Decimal(1), unit_price=top_up,
-            amount=round_money(top_up, cur), provider_cost_usd=Decimal(0),
+            line_item=None, unit=None, quantity=_ONE, unit_price=top_up,
+            amount=round_money(top_up, cur), provider_cost_usd=_ZERO,
         ))
-    subtotal = _sum(line.amount for line in priced)
-    tax = round_money(EXACT.divide(EXACT.multiply(subtotal, plan.tax_percent), Decimal(100)), cur)
+    subtotal = cost = _ZERO
+    for line in priced:
+        subtotal = add(subtotal, line.amount)
+        cost = add(cost, line.provider_cost_usd)
+    tax = round_money(EXACT.divide(EXACT.multiply(subtotal, plan.tax_percent), _HUNDRED), cur)
     return RatedPeriod(
         plan_id=plan.id, currency=cur, period=period, exchange_rate=fx, lines=tuple(priced),
-        subtotal=subtotal, tax_percent=plan.tax_percent, tax=tax, total=EXACT.add(subtotal, tax),
-        provider_cost_usd=_sum(line.provider_cost_usd for line in priced),
+        subtotal=subtotal, tax_percent=plan.tax_percent, tax=tax, total=add(subtotal, tax),
+        provider_cost_usd=cost,
     )
+
+
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+_HUNDRED = Decimal(100)
+_ZERO_AMOUNTS: dict[str, Decimal] = {}
+
+
+def _zero_amount(currency: str) -> Decimal:
+    """``round_money(Decimal(0), currency)``, computed once per currency (zero-priced lines)."""
+    zero = _ZERO_AMOUNTS.get(currency)
+    if zero is None:
+        zero = _ZERO_AMOUNTS[currency] = round_money(Decimal(0), currency)
+    return zero
+
+
+def _line_order(line: PricedLine) -> tuple[str, bool]:
+    return (line.line_item or "", line.kind == "byo")
 
 
 def aggregate(usage: Iterable[UsageInput], *, merge_byo: bool = False) -> list[UsageLine]:
@@ -97,7 +119,12 @@ def aggregate(usage: Iterable[UsageInput], *, merge_byo: bool = False) -> list[U
             raise Invalid(f"line item {u.line_item!r} has usage in {units[u.line_item]} and in {u.unit}")
         prev = sums.get((u.line_item, byo))
         if prev is None:
-            sums[(u.line_item, byo)] = UsageLine(u.line_item, u.unit, u.quantity, u.provider_cost_usd, byo)
+            if byo is u.byo:  # the line as it is (frozen), instead of an equal copy
+                sums[(u.line_item, byo)] = u
+            else:
+                sums[(u.line_item, byo)] = UsageLine(
+                    u.line_item, u.unit, u.quantity, u.provider_cost_usd, byo
+                )
         else:
             sums[(u.line_item, byo)] = UsageLine(
                 u.line_item, u.unit, EXACT.add(prev.quantity, u.quantity),
@@ -107,6 +134,13 @@ def aggregate(usage: Iterable[UsageInput], *, merge_byo: bool = False) -> list[U
 
 
 def _usage_line(raw: UsageInput) -> UsageLine:
+    if type(raw) is UsageLine:  # the common case, already valid: checked here without copying it
+        q, c, li, un = raw.quantity, raw.provider_cost_usd, raw.line_item, raw.unit
+        if (
+            type(q) is Decimal and type(c) is Decimal and type(li) is str and li and type(un) is str and un
+            and q.is_finite() and c.is_finite() and q >= 0 and c >= 0
+        ):
+            return raw
     if isinstance(raw, UsageLine):
         line_item, unit, quantity, byo = raw.line_item, raw.unit, raw.quantity, raw.byo
         cost = raw.provider_cost_usd
@@ -139,17 +173,24 @@ def _sum(values: Iterable[Decimal]) -> Decimal:
 def _cost_based(plan: Plan, billed: list[UsageLine], fx: Decimal) -> list[PricedLine]:
     out = []
     fx_note = "" if plan.currency == "USD" else f" (USD 1 = {plan.currency} {format_amount(fx)})"
+    if plan.mode is Mode.COST_PLUS:
+        markup = plan.memo("cost_plus")
+        if "factor" not in markup:
+            markup["factor"] = cost_plus.factor(plan.markup_percent)
+        markup_factor = markup["factor"]
+        how = f"at provider cost + {format_amount(plan.markup_percent)} %"
+    else:
+        how = "at provider cost"
+    cur, rate = plan.currency, plan.mode.value
     for u in billed:
         if plan.mode is Mode.COST_PLUS:
-            exact = cost_plus.charge(u.provider_cost_usd, plan.markup_percent, fx)
-            how = f"at provider cost + {format_amount(plan.markup_percent)} %"
+            exact = cost_plus.charge_by_factor(u.provider_cost_usd, markup_factor, fx)
         else:
             exact = pass_through.charge(u.provider_cost_usd, fx)
-            how = "at provider cost"
         out.append(PricedLine(
             kind="usage", description=f"{u.line_item}, {how}{fx_note}", line_item=u.line_item, unit=u.unit,
-            quantity=u.quantity, unit_price=None, amount=round_money(exact, plan.currency),
-            provider_cost_usd=u.provider_cost_usd, rate=plan.mode.value,
+            quantity=u.quantity, unit_price=None, amount=round_money(exact, cur),
+            provider_cost_usd=u.provider_cost_usd, rate=rate,
         ))
     return out
 
@@ -157,21 +198,11 @@ def _cost_based(plan: Plan, billed: list[UsageLine], fx: Decimal) -> list[Priced
 # --------------------------------------------------------------------------- rate card
 
 
-@dataclass
-class _Resolved:
-    usage: UsageLine
-    rate: Rate
-    quantity: Decimal  # in the rate's unit
-    free: Decimal = Decimal(0)
-    allowance: Pattern | None = None
-
-    @property
-    def billable(self) -> Decimal:
-        return EXACT.subtract(self.quantity, self.free)
-
-
 def _rate_card(plan: Plan, billed: list[UsageLine]) -> list[PricedLine]:
-    resolved: list[_Resolved] = []
+    cur = plan.currency
+    zero = _zero_amount(cur)
+    sub, add = EXACT.subtract, EXACT.add
+    resolved: list[tuple[UsageLine, Rate, Decimal]] = []  # usage, its rate, its quantity in the rate's unit
     for u in billed:  # in line-item order (aggregate sorts)
         rate = plan.rate_for(u.line_item)
         if rate is None:
@@ -180,70 +211,71 @@ def _rate_card(plan: Plan, billed: list[UsageLine]) -> list[PricedLine]:
                 "pattern matches it; usage is never priced as free by omission"
             )
         qty = to_rate_unit(u.quantity, u.unit, rate.unit, line_item=u.line_item, rate=rate.pattern.text)
-        resolved.append(_Resolved(u, rate, qty))
+        resolved.append((u, rate, qty))
 
     # Included allowances, used first, by line items in name order; one unit per allowance.
+    free: list[Decimal] = [_ZERO] * len(resolved)
+    allowance: list[Pattern | None] = [None] * len(resolved)
     remaining: dict[Pattern, Decimal] = {}
     allowance_unit: dict[Pattern, str] = {}
-    for r in resolved:
-        inc = plan.included_for(r.usage.line_item)
+    for k, (u, rate, qty) in enumerate(resolved):
+        inc = plan.included_for(u.line_item)
         if inc is None:
             continue
-        if allowance_unit.setdefault(inc.pattern, r.rate.unit) != r.rate.unit:
+        if allowance_unit.setdefault(inc.pattern, rate.unit) != rate.unit:
             raise Invalid(
                 f"included {inc.pattern.text!r} covers line items priced in {allowance_unit[inc.pattern]} "
-                f"and in {r.rate.unit} ({r.usage.line_item!r}); split it into patterns of one unit"
+                f"and in {rate.unit} ({u.line_item!r}); split it into patterns of one unit"
             )
         left = remaining.setdefault(inc.pattern, inc.quantity)
-        r.free = min(left, r.quantity)
-        r.allowance = inc.pattern
-        remaining[inc.pattern] = EXACT.subtract(left, r.free)
+        free[k] = min(left, qty)
+        allowance[k] = inc.pattern
+        remaining[inc.pattern] = sub(left, free[k])
+    billable = [sub(qty, free[k]) for k, (_, _, qty) in enumerate(resolved)]
 
     # Volume: the tier is reached by everything one rate prices.
     reached: dict[Pattern, Decimal] = {}
-    for r in resolved:
-        reached[r.rate.pattern] = EXACT.add(reached.get(r.rate.pattern, Decimal(0)), r.billable)
+    for k, (_, rate, _) in enumerate(resolved):
+        reached[rate.pattern] = add(reached.get(rate.pattern, _ZERO), billable[k])
     position: dict[Pattern, Decimal] = {}  # graduated: where the next line item starts in the tiers
 
     out: list[PricedLine] = []
-    for r in resolved:
-        rate, u, label = r.rate, r.usage, LABELS[r.rate.unit]
+    for k, (u, rate, _) in enumerate(resolved):
+        label, pattern = LABELS[rate.unit], rate.pattern.text
         segments: list[Segment]
         if rate.price is not None:
-            segments = flat.segments(r.billable, rate.price)
-            idle = Segment(Decimal(0), rate.price)
+            segments = flat.segments(billable[k], rate.price)
+            idle = Segment(_ZERO, rate.price)
         elif rate.tier_mode is TierMode.GRADUATED:
-            start = position.get(rate.pattern, Decimal(0))
-            segments = graduated.segments(r.billable, rate.tiers, start)
-            position[rate.pattern] = EXACT.add(start, r.billable)
+            start = position.get(rate.pattern, _ZERO)
+            segments = graduated.segments(billable[k], rate.tiers, start)
+            position[rate.pattern] = add(start, billable[k])
             number, price = graduated.price_at(start, rate.tiers)
-            idle = Segment(Decimal(0), price, number)
+            idle = Segment(_ZERO, price, number)
         else:
-            segments = volume.segments(r.billable, rate.tiers, reached[rate.pattern])
+            segments = volume.segments(billable[k], rate.tiers, reached[rate.pattern])
             number, price = volume.reached_tier(reached[rate.pattern], rate.tiers)
-            idle = Segment(Decimal(0), price, number)
-        item_lines: list[PricedLine] = []
-        if r.free:
-            item_lines.append(PricedLine(
-                kind="included", description=f"{u.line_item}, included ({r.allowance.text} allowance)",
-                line_item=u.line_item, unit=rate.unit, quantity=r.free, unit_price=Decimal(0),
-                amount=round_money(Decimal(0), plan.currency), provider_cost_usd=Decimal(0),
-                rate=rate.pattern.text,
+            idle = Segment(_ZERO, price, number)
+        # A line item's provider cost is carried on its first line (sum by line_item for margins).
+        cost = u.provider_cost_usd
+        if free[k]:
+            out.append(PricedLine(
+                kind="included", description=f"{u.line_item}, included ({allowance[k].text} allowance)",
+                line_item=u.line_item, unit=rate.unit, quantity=free[k], unit_price=_ZERO,
+                amount=zero, provider_cost_usd=cost, rate=pattern,
             ))
-        if not segments and not r.free:
+            cost = _ZERO
+        elif not segments:
             segments = [idle]
         for seg in segments:
             tier = ""
             if seg.tier is not None:
                 kind = "graduated" if rate.tier_mode is TierMode.GRADUATED else "volume"
                 tier = f", {kind} tier {seg.tier}"
-            item_lines.append(PricedLine(
+            out.append(PricedLine(
                 kind="usage", description=f"{u.line_item}{tier} (per {label})", line_item=u.line_item,
                 unit=rate.unit, quantity=seg.quantity, unit_price=seg.unit_price,
-                amount=round_money(seg.amount, plan.currency), provider_cost_usd=Decimal(0),
-                rate=rate.pattern.text,
+                amount=round_money(seg.amount, cur), provider_cost_usd=cost, rate=pattern,
             ))
-        # A line item's provider cost is carried on its first line (sum by line_item for margins).
-        item_lines[0] = replace(item_lines[0], provider_cost_usd=u.provider_cost_usd)
-        out.extend(item_lines)
+            cost = _ZERO
     return out
