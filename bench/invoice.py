@@ -276,6 +276,37 @@ def main() -> None:
         drop()
 
 
+def results_digest(conn) -> str:
+    """sha256 of every draft's totals and lines (by customer, in line order), read through the schema's
+    types: the same bills give the same digest on either database, so a faster run can be checked to bill
+    exactly the same."""
+    import hashlib
+
+    from sqlalchemy import select
+
+    from keyledger.db.tables_customers import customers
+    from keyledger.db.tables_invoices import invoice_lines, invoices
+
+    def norm(v):
+        return v.normalize() if isinstance(v, Decimal) else v
+
+    h = hashlib.sha256()
+    totals = conn.execute(
+        select(customers.c.external_id, invoices.c.subtotal, invoices.c.tax, invoices.c.total, invoices.c.id)
+        .join(customers, customers.c.id == invoices.c.customer_id)
+        .order_by(customers.c.external_id)
+    ).fetchall()
+    per_invoice: dict = defaultdict(list)
+    cols = [invoice_lines.c[n] for n in ("kind", "description", "line_item", "unit", "quantity", "unit_price",
+                                         "amount", "provider_cost_usd", "rate")]
+    for row in conn.execute(select(invoice_lines.c.invoice_id, *cols).order_by(invoice_lines.c.position)):
+        per_invoice[row[0]].append(tuple(norm(v) for v in row[1:]))
+    for row in totals:
+        h.update(repr(tuple(norm(v) for v in row[:-1])).encode())
+        h.update(repr(per_invoice[row[-1]]).encode())
+    return h.hexdigest()[:16]
+
+
 def measure(url: str) -> None:
     g0 = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--generate", url], check=True)
@@ -307,10 +338,20 @@ def measure(url: str) -> None:
     service = InvoiceService.from_settings(engine, clock, settings, actor="bench")
     sampler = RssSampler()
     sampler.start()
+    profile_to = os.environ.get("BENCH_PROFILE")  # a path: the run under cProfile, stats written there
+    profiler = None
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     r0, c0 = time.perf_counter(), time.process_time()
     report = service.run(PERIOD)
     run_s = time.perf_counter() - r0
     run_cpu = time.process_time() - c0
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
     rss = sampler.stop()
 
     outcomes: dict[str, int] = defaultdict(int)
@@ -322,10 +363,12 @@ def measure(url: str) -> None:
             text("SELECT count(*) FROM usage_records WHERE created >= :lo AND created < :hi"),
             {"lo": args["lo"], "hi": args["hi"]},
         ).scalar_one()
+        digest = results_digest(conn)
     engine.dispose()
     size = {"customers": CUSTOMERS, "records": RECORDS, "database": "sqlite" if sqlite else "postgresql"}
     emit("run_seconds", run_s, "s", baseline, groups=groups, outcomes=dict(outcomes),
-         claimed=claimed, records_in_period=in_period, generate_seconds=round(gen_s, 1), **size)
+         claimed=claimed, records_in_period=in_period, generate_seconds=round(gen_s, 1), results=digest,
+         **size)
     if sqlite:  # the database engine runs in this process: CPU time is steadier than wall time on a busy host
         emit("run_cpu_seconds", run_cpu, "s", min(base_cpu), **size)
     emit("run_per_customer_ms", run_s * 1000 / CUSTOMERS, "ms", baseline * 1000 / CUSTOMERS, **size)
