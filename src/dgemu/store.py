@@ -230,9 +230,10 @@ class RecordLog:
         return len(self.all)
 
     def _append(self, lst: list[Record], items: list[Record]) -> None:
-        """Add sorted ``items`` to ``lst``. When they are older than its end and the part of ``lst`` newer than
-        them is short (new traffic is recent), that tail is merged at once, so the next read does not sort a
-        million records; otherwise (a bulk load in random order) ``lst`` is sorted once, at the next read."""
+        """Add sorted ``items`` to ``lst``. When they are older than its end and the part of ``lst`` newer
+        than them is short (new traffic is recent), that tail is merged at once, so the next read does not
+        sort a million records; otherwise (a bulk load in random order) ``lst`` is sorted once, at the next
+        read."""
         if lst and items and _sort_key(items[0]) < _sort_key(lst[-1]):
             if id(lst) not in self._dirty:
                 at = bisect_right(lst, _sort_key(items[0]), key=_sort_key)
