@@ -126,8 +126,10 @@ def test_late_records_are_caught_by_the_lookback(setup):
 
 
 class InjectingProvider:
-    """The real Deepgram adapter, with new records written to dgemu after every page it reads — inside
-    the window being paged (late), before it (older) and after it (newer) — so pages shift under us."""
+    """The real Deepgram adapter, with new records written to dgemu after every page it fetches — inside
+    the window being paged (late), before it (older) and after it (newer) — so pages shift under us. The
+    records go in right after each HTTP fetch (on the adapter's page-reader thread), so reading ahead of
+    the caller cannot outrun them."""
 
     def __init__(self, inner, dgemu, window_start, window_end):
         self.inner, self.dgemu = inner, dgemu
@@ -135,18 +137,21 @@ class InjectingProvider:
         self.lo, self.hi = window_start, window_end
         self.injected: list[dict] = []
         self.rnd = random.Random(3)
+        fetch = inner._requests_body
 
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def iter_requests(self, *, start, end, limit):
-        for page in self.inner.iter_requests(start=start, end=end, limit=limit):
+        def fetch_then_inject(*args, **kwargs):
+            body = fetch(*args, **kwargs)
             batch = make_requests(
                 40, keys=["dg-a"], start=self.lo, end=self.hi, seed=self.rnd.randint(0, 10**6)
             )
             inject(self.dgemu, batch)
             self.injected.extend(batch)
-            yield page
+            return body
+
+        inner._requests_body = fetch_then_inject
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 def test_paging_while_records_arrive_neither_skips_nor_duplicates(setup):
