@@ -25,6 +25,7 @@ from keyledger.core.ids import new_id
 from keyledger.core.money import format_amount, minor_units, round_money, to_decimal
 from keyledger.customers import store as customer_store
 from keyledger.customers.model import Customer
+from keyledger.db.engine import checkpoint
 from keyledger.db.outbox import enqueue
 from keyledger.invoices import calc, store
 from keyledger.invoices.model import (
@@ -152,13 +153,12 @@ class _RunState:
     shared: dict[tuple[datetime, datetime], set[str]] = field(default_factory=dict)
     sums: dict[tuple[datetime, datetime], dict[str, list[tuple]]] = field(default_factory=dict)
 
-    def presummed(self, db: Connection, lo: datetime, hi: datetime) -> dict[str, list[tuple]] | None:
-        wanted = self.shared.get((lo, hi))
-        if wanted is None:
-            return None
-        if (lo, hi) not in self.sums:
+    def sum_shared(self, db: Connection) -> None:
+        for (lo, hi), wanted in self.shared.items():
             self.sums[(lo, hi)] = store.window_sums(db, lo, hi, self.hw, wanted)
-        return self.sums[(lo, hi)]
+
+    def presummed(self, lo: datetime, hi: datetime) -> dict[str, list[tuple]] | None:
+        return self.sums.get((lo, hi))
 
 
 @dataclass
@@ -242,6 +242,9 @@ class InvoiceService:
             if c.plan is not None:
                 by_window.setdefault(window, set()).add(c.id)
         state.shared = {w: ids for w, ids in by_window.items() if len(ids) > self.batch_size}
+        if state.shared:  # read before the batches' write transactions, which it would hold up
+            with self._tx() as db, store.run_tuning(db):
+                state.sum_shared(db)
         for first in range(0, len(targets), self.batch_size):
             chunk = targets[first : first + self.batch_size]
             built: dict[str, RunEntry] = {}
@@ -261,6 +264,7 @@ class InvoiceService:
                 if finalize and entry.outcome in ("created", "rebuilt"):
                     entry = self._finalize_built(c, entry, strict=customer is not None)
                 report.entries.append(entry)
+        checkpoint(self.engine)  # SQLite: the batches' drafts into the database file at once
         return report
 
     def _finalize_built(self, c: Customer, built: RunEntry, *, strict: bool) -> RunEntry:
@@ -311,7 +315,7 @@ class InvoiceService:
         is written are left out of the result, and a problem after that raises :class:`_OneByOne` (the
         batch rolls back)."""
         try:
-            with self._tx() as db, store.run_page_cache(db):
+            with self._tx() as db, store.run_tuning(db):
                 return self._build_batch_in(db, chunk, period, plans, state, strict=strict)
         except IntegrityError:
             if strict:
@@ -367,7 +371,7 @@ class InvoiceService:
         usage: dict[str, list[UsageLine]] = {}
         hw = state.hw
         for (lo, hi), invoice_of in windows.items():
-            summed = state.presummed(db, lo, hi)
+            summed = state.presummed(lo, hi)
             usage.update(store.claim_window(db, invoice_of, lo, hi, hw, claims, late=False, presummed=summed))
         # 2. late usage of earlier periods whose invoices are already issued: one claim per earlier
         #    window, oldest first; only the drafts that claimed some are priced one by one.

@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Connection,
     Table,
     and_,
@@ -29,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from keyledger.customers.model import Customer
-from keyledger.db.metadata import to_sqlite_units
+from keyledger.db.bulk import write_rows
 from keyledger.db.tables_customers import audit_log, connections, customers
 from keyledger.db.tables_invoices import (
     credit_notes,
@@ -43,6 +42,7 @@ from keyledger.invoices.calc import Line
 from keyledger.invoices.model import Rect, claim_gaps
 from keyledger.pricing.model import UsageLine
 from keyledger.pricing.rates import EXACT
+from keyledger.usage.store import SQLITE_WAL_CHECKPOINT_PAGES
 
 LIVE = ("draft", "finalized", "paid")
 ISSUED = ("finalized", "paid")
@@ -155,26 +155,10 @@ def insert_invoices(db: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def _insert_many(db: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Rows (every one with the same keys) in one statement: PostgreSQL ``COPY`` (statement-level
-    triggers fire as for an INSERT; a run's drafts, claims and audit entries, a row or more per customer,
-    took several times longer as an executemany), otherwise one executemany."""
-    if not rows:
-        return
-    if db.dialect.name != "postgresql":
-        db.execute(insert(table), rows)
-        return
-    from psycopg.types.json import Json
-
-    cols = list(rows[0])
-    json_cols = {k for k, name in enumerate(cols) if isinstance(table.c[name].type, JSON)}
-    raw = db.connection.driver_connection
-    with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as copy:
-        for row in rows:
-            values = [row[name] for name in cols]
-            for k in json_cols:
-                if values[k] is not None:
-                    values[k] = Json(values[k])
-            copy.write_row(values)
+    """Rows (every one with the same keys) in one statement (:func:`keyledger.db.bulk.write_rows`)."""
+    if rows:
+        cols = list(rows[0])
+        write_rows(db, table, cols, [[row[name] for name in cols] for row in rows])
 
 
 def update_invoice(db: Connection, invoice_id: str, values: dict[str, Any]) -> None:
@@ -200,16 +184,37 @@ def write_audits(db: Connection, rows: list[dict[str, Any]]) -> None:
     _insert_many(db, audit_log, rows)
 
 
+#: PostgreSQL ``work_mem`` for a run's transactions: summing a month of usage per customer and line item
+#: (10k customers x 5 line items: ~60 MB of hash table) spilled to disk in batches under the 4 MB default.
+#: Per sort or hash node and worker, for that transaction only.
+PG_RUN_WORK_MEM = "64MB"
+
+
 @contextmanager
-def run_page_cache(db: Connection) -> Iterator[None]:
-    """SQLite: a 64 MiB page cache (the default is 2 MiB) while a run's batch reads and claims the
-    month's usage, which touches every page of it; the connection's own size is restored after, so the
-    memory is given back. PostgreSQL: nothing (its buffers are the server's)."""
+def run_tuning(db: Connection) -> Iterator[None]:
+    """Session settings for a run's transaction.
+
+    SQLite: a 64 MiB page cache (the default is 2 MiB) while a run reads and claims the month's usage,
+    which touches every page of it; the connection's own size is restored after, so the memory is given
+    back. And a WAL auto-checkpoint of 16k pages (as the sync's connection has; left on the pooled
+    connection, since it must be in effect when the transaction commits): a batch writes a few MB of
+    drafts, and a checkpoint at every commit copied and fsynced them each time — most of a batch's
+    commit. The run checkpoints once at its end (:func:`keyledger.db.engine.checkpoint`).
+
+    PostgreSQL (``SET LOCAL``, this transaction only): ``work_mem`` :data:`PG_RUN_WORK_MEM`, so the
+    window's GROUP BY hashes in memory; and no JIT, whose compilation (0.1-0.2 s) costs more than it
+    saves on these queries."""
+    if db.dialect.name == "postgresql":
+        db.exec_driver_sql(f"SET LOCAL work_mem = '{PG_RUN_WORK_MEM}'")
+        db.exec_driver_sql("SET LOCAL jit = off")
+        yield
+        return
     if db.dialect.name != "sqlite":
         yield
         return
     before = int(db.exec_driver_sql("PRAGMA cache_size").scalar_one())
     db.exec_driver_sql("PRAGMA cache_size=-65536")
+    db.exec_driver_sql(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_CHECKPOINT_PAGES}")
     try:
         yield
     finally:
@@ -229,50 +234,25 @@ def delete_lines(db: Connection, invoice_ids: list[str]) -> None:
         db.execute(delete(invoice_lines).where(invoice_lines.c.invoice_id.in_(invoice_ids)))
 
 
-_LINE_COLUMNS = (
+_LINE_COLUMNS = [
     "invoice_id", "position", "kind", "description", "line_item", "unit", "quantity", "unit_price",
     "amount", "provider_cost_usd", "rate", "late_adjustment", "late_period",
-)
-_LINE_AMOUNTS = {"quantity", "unit_price", "amount", "provider_cost_usd"}
+]
 
 
 def insert_lines(db: Connection, lines_by_invoice: dict[str, list[Line]]) -> None:
-    """Every invoice's lines (positions 1, 2, … in list order) in one statement: PostgreSQL ``COPY``
-    (its statement-level insert guard fires as for an INSERT), SQLite the driver's executemany with the
-    values already in the storage format of :class:`ExactAmount` (scaled integers) — a run writes
-    several lines per customer, and binding them one by one through SQLAlchemy's types was a tenth of
-    it."""
+    """Every invoice's lines (positions 1, 2, … in list order) in one statement
+    (:func:`~keyledger.db.bulk.write_rows`; the insert guard on PostgreSQL fires as for an INSERT)."""
     rows = [
-        (
+        [
             invoice_id, i, line.kind, line.description, line.line_item, line.unit, line.quantity,
             line.unit_price, line.amount, line.provider_cost_usd, line.rate, bool(line.late_adjustment),
             line.late_period,
-        )
+        ]
         for invoice_id, lines in lines_by_invoice.items()
         for i, line in enumerate(lines, start=1)
     ]
-    if not rows:
-        return
-    cols = ", ".join(_LINE_COLUMNS)
-    if db.dialect.name == "postgresql":
-        raw = db.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(f"COPY invoice_lines ({cols}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    amounts = [k for k, name in enumerate(_LINE_COLUMNS) if name in _LINE_AMOUNTS]
-    flag = _LINE_COLUMNS.index("late_adjustment")
-
-    def stored(row: tuple) -> tuple:
-        out = list(row)
-        for k in amounts:
-            if out[k] is not None:
-                out[k] = to_sqlite_units(out[k])
-        out[flag] = int(out[flag])
-        return tuple(out)
-
-    marks = ", ".join("?" for _ in _LINE_COLUMNS)
-    db.exec_driver_sql(f"INSERT INTO invoice_lines ({cols}) VALUES ({marks})", [stored(r) for r in rows])
+    write_rows(db, invoice_lines, _LINE_COLUMNS, rows)
 
 
 def lines_of(db: Connection, invoice_id: str) -> list[Line]:
