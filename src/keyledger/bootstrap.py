@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -17,22 +18,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import structlog
 import typer
-from sqlalchemy import Engine, Row
 
+from keyledger.cli.main import Lazy
 from keyledger.core.clock import Clock, SystemClock
-from keyledger.core.config import Settings, load_settings
-from keyledger.core.crypto import Cipher
 from keyledger.core.errors import Invalid
-from keyledger.customers import store as customer_store
-from keyledger.customers.at_rest import verify_secret_key
-from keyledger.customers.service import connection_credentials
-from keyledger.db.engine import make_engine, normalize_url
-from keyledger.provider.deepgram import DeepgramProvider
-from keyledger.provider.port import Provider, ProviderCredentials, ProviderFactory
 
+if TYPE_CHECKING:  # every `keyledger` run imports this module: what a command needs, it imports itself
+    from sqlalchemy import Engine, Row
+
+    from keyledger.core.config import Settings
+    from keyledger.core.crypto import Cipher
+    from keyledger.provider.port import Provider, ProviderCredentials, ProviderFactory
 
 @dataclass
 class Runtime:
@@ -44,17 +43,24 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
+        from keyledger.db.engine import make_engine
+
         return make_engine(self.settings.database_url, **pool_options(self.settings))
 
     @cached_property
     def cipher(self) -> Cipher:
         if self.settings.secret_key is None or not self.settings.secret_key.get_secret_value().strip():
             raise Invalid("no secret key configured (run `keyledger init` or set KEYLEDGER_SECRET_KEY)")
+        from keyledger.core.crypto import Cipher
+        from keyledger.customers.at_rest import verify_secret_key
+
         cipher = Cipher.from_config(self.settings.secret_key.get_secret_value())
         verify_secret_key(self.engine, cipher)  # a wrong key refuses to run, never mis-decrypts
         return cipher
 
     def _default_provider(self, credentials: ProviderCredentials) -> Provider:
+        from keyledger.provider.deepgram import DeepgramProvider
+
         return DeepgramProvider(
             credentials,
             timeout=self.settings.provider_timeout_seconds,
@@ -69,6 +75,9 @@ class Runtime:
     def provider_for(self, connection: Row | str) -> Provider:
         """A Provider for a connection (its row, or its id or name), with the connection's key
         (decrypted from the database, or read from the environment variable it names)."""
+        from keyledger.customers import store as customer_store
+        from keyledger.customers.service import connection_credentials
+
         if isinstance(connection, str):
             with self.engine.connect() as db:
                 connection = customer_store.connection_row(db, connection)
@@ -78,6 +87,8 @@ class Runtime:
 
 def pool_options(settings: Settings) -> dict[str, int]:
     """The connection pool of each process (PostgreSQL only; SQLite keeps SQLAlchemy's defaults)."""
+    from keyledger.db.engine import normalize_url
+
     if not normalize_url(settings.database_url).startswith("postgresql"):
         return {}
     return {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
@@ -148,16 +159,22 @@ def redact_secrets(_logger: object, _method: str, event_dict: dict) -> dict:
     return {k: REDACTED if _secret_bearing(k) else _scrub(v) for k, v in event_dict.items()}
 
 
-class _NamedPrintLogger(structlog.PrintLogger):
-    """A PrintLogger that knows the name it was created with (``structlog.get_logger(__name__)``)."""
+@functools.cache
+def _named_print_logger() -> type:
+    import structlog
 
-    def __init__(self, file, name: str) -> None:
-        super().__init__(file)
-        self.name = name
+    class _NamedPrintLogger(structlog.PrintLogger):
+        """A PrintLogger that knows the name it was created with (``structlog.get_logger(__name__)``)."""
+
+        def __init__(self, file, name: str) -> None:
+            super().__init__(file)
+            self.name = name
+
+    return _NamedPrintLogger
 
 
-def _logger_factory(*args: object) -> _NamedPrintLogger:
-    return _NamedPrintLogger(sys.stderr, str(args[0]) if args else "keyledger")
+def _logger_factory(*args: object) -> object:
+    return _named_print_logger()(sys.stderr, str(args[0]) if args else "keyledger")
 
 
 def configure_logging(level: int = logging.WARNING, environ: Mapping[str, str] | None = None) -> None:
@@ -166,6 +183,8 @@ def configure_logging(level: int = logging.WARNING, environ: Mapping[str, str] |
     (timestamp, level, event, logger, bound context such as ``request_id``), also for the standard
     library's loggers (the API's 500s, uvicorn); the default is the human console format. Secret-bearing
     keys are redacted either way (:func:`redact_secrets`)."""
+    import structlog
+
     env = os.environ if environ is None else environ
     name = env.get("KEYLEDGER_LOG_LEVEL", "").upper()
     level = getattr(logging, name, level) if name else level
@@ -196,17 +215,74 @@ def configure_logging(level: int = logging.WARNING, environ: Mapping[str, str] |
     root.setLevel(level)
 
 
+def register_demo(app: typer.Typer) -> None:
+    """``keyledger demo``, with this module's wiring (the demo builds its own runtimes and server app)."""
+    from keyledger.demo.cli import register
+
+    register(app, make_runtime, create_server_app)
+
+
+# Every `keyledger` command, in `keyledger --help` order: (name, "module:attribute", first paragraph of its
+# help). The module is imported only when the command runs (`keyledger.cli.main.Lazy`); the help text is
+# what `keyledger --help` shows without importing it (tests/cli/test_lazy_commands.py keeps it equal to the
+# command's own). The attribute is a Typer sub-app, or a `register(app)` that mounts the command.
+COMMANDS: tuple[Lazy, ...] = (
+    # usage/ (`usage price-check` runs `price-check`)
+    Lazy("usage", "keyledger.usage.cli:register",
+         "A customer's usage from the ledger's daily rollups. "
+         "(`keyledger usage price-check --period YYYY-MM`\n"
+         "prices the ledger with keyledger's copy of Deepgram's price list.)"),
+    Lazy("reconcile", "keyledger.usage.cli:register",
+         "Compare what the ledger attributed with Deepgram's billing breakdown, to the cent."),
+    Lazy("price-check", "keyledger.usage.cli:register",
+         "Price each ledger record with keyledger's copy of Deepgram's price list; flag disagreement."),
+    Lazy("init", "keyledger.cli.main:register_init",
+         "Create keyledger.toml (with a fresh secret key) and the database. Safe to run again."),
+    Lazy("demo", "keyledger.bootstrap:register_demo",
+         "The whole product end to end against the bundled Deepgram emulator, on SQLite; then the\n"
+         "dashboard on http://127.0.0.1:8000 until interrupted (Ctrl-C)."),
+    # worker/: `sync` lives there, not in usage/, because it evaluates budgets after it commits
+    Lazy("sync", "keyledger.worker.cli:register",
+         "Pull usage from Deepgram's request log into the ledger, then evaluate budgets (safe to run\n"
+         "concurrently and repeatedly)."),
+    Lazy("worker", "keyledger.worker.cli:register",
+         "Scheduled sync (then budgets), invoice runs at period close, webhook delivery. SIGTERM stops it\n"
+         "cleanly."),
+    # here: the CLI and the API are peers (neither imports the other)
+    Lazy("serve", "keyledger.bootstrap:register_serve",
+         "Serve the REST API (/api/v1, OpenAPI at /api/v1/openapi.json) and the web UI (/ and /portal)."),
+    # customers/
+    Lazy("connections", "keyledger.customers.cli:connections_app", "Deepgram projects keyledger works with."),
+    Lazy("customers", "keyledger.customers.cli:customers_app", "The operator's customers."),
+    Lazy("keys", "keyledger.customers.cli:keys_app", "Customers' Deepgram API keys."),
+    Lazy("secrets", "keyledger.customers.cli:secrets_app", "The key that encrypts secrets at rest."),
+    Lazy("admin-tokens", "keyledger.customers.tokens_cli:admin_tokens_app",
+         "Tokens for keyledger's REST API (stored hashed, shown once)."),
+    Lazy("tokens", "keyledger.customers.tokens_cli:tokens_app", "Short-lived Deepgram tokens for browsers."),
+    # pricing/, invoices/, budgets/, notifications/
+    Lazy("plans", "keyledger.pricing.cli:plans_app",
+         "Pricing plans (YAML or TOML files), versioned by effective date."),
+    Lazy("invoices", "keyledger.invoices.cli:invoices_app",
+         "Invoices: draft -> finalized -> paid | void, credit notes."),
+    Lazy("report", "keyledger.invoices.cli:report_app", "Reports over issued invoices."),
+    Lazy("budgets", "keyledger.budgets.cli:budgets_app",
+         "Per-customer spend caps (USD of Deepgram cost per period)."),
+    Lazy("webhooks", "keyledger.notifications.cli:webhooks_app",
+         "Outbound webhooks (Standard Webhooks signatures)."),
+)
+
+
+def _runtime() -> Runtime:
+    from keyledger.core.config import load_settings
+
+    return Runtime(settings=load_settings())
+
+
 def main() -> None:
-    from keyledger.cli.main import app, run
+    from keyledger.cli.main import run
 
-    configure_logging()
-    from keyledger.demo.cli import register as register_demo
-    from keyledger.worker.cli import register as register_worker
-
-    register_demo(app, make_runtime, create_server_app)
-    register_worker(app)  # `sync` (then budgets) and `worker`
-    register_serve(app)
-    run(lambda: Runtime(settings=load_settings()))
+    # Logging is set up when a command is about to run (`keyledger --help` needs none of it).
+    run(COMMANDS, _runtime, before=configure_logging)
 
 
 if __name__ == "__main__":

@@ -1,56 +1,99 @@
-"""The ``keyledger`` command: the root Typer app, error mapping (one line on stderr, exit 1), and the
-sub-apps of every feature. Feature commands reach the wiring through ``ctx.obj`` (a Runtime)."""
+"""The ``keyledger`` command: the root Typer app, error mapping (one line on stderr, exit 1), and lazy
+loading of every sub-command. Feature commands reach the wiring through ``ctx.obj`` (a Runtime).
+
+The commands themselves are listed once, in ``keyledger.bootstrap.COMMANDS`` (the wiring point), as
+:class:`Lazy` entries: a name, where the command lives (``"module:attribute"``) and its one-line help.
+``keyledger <cmd> …`` imports only ``<cmd>``'s module; ``keyledger --help`` imports none of them (it shows
+the help recorded in the entry; ``tests/cli/test_lazy_commands.py`` checks it against the real command).
+This module is imported on every run, so it imports nothing heavy at module level."""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
+from typer.core import TyperCommand, TyperGroup
 
-from keyledger.budgets.cli import budgets_app
-from keyledger.core.crypto import generate_key
 from keyledger.core.errors import Invalid, KeyledgerError
-from keyledger.customers.cli import connections_app, customers_app, keys_app, secrets_app
-from keyledger.customers.secrets import create_config_file, file_secret_key, render_config
-from keyledger.customers.tokens_cli import admin_tokens_app, tokens_app
-from keyledger.invoices.cli import invoices_app, report_app
-from keyledger.notifications.cli import webhooks_app
-from keyledger.pricing.cli import plans_app
-from keyledger.usage.cli import register as register_usage_commands
 
-app = typer.Typer(
-    name="keyledger",
-    help="Customer-managed billing for apps built on the Deepgram API.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+HELP = "Customer-managed billing for apps built on the Deepgram API."
 
-# ---------------------------------------------------------------------------- feature sub-apps
-# customers/ : connections, customers, keys, secrets
-app.add_typer(connections_app, name="connections")
-app.add_typer(customers_app, name="customers")
-app.add_typer(keys_app, name="keys")
-app.add_typer(secrets_app, name="secrets")
-app.add_typer(admin_tokens_app, name="admin-tokens")
-app.add_typer(tokens_app, name="tokens")
 
-# usage/ : `usage`, `reconcile` (`sync` is mounted by bootstrap from worker/: it evaluates budgets after it
-# commits, and budgets sit above usage)
-register_usage_commands(app, include_sync=False)
+@dataclass(frozen=True)
+class Lazy:
+    """A sub-command loaded on first use.
 
-# pricing/ : plans
-app.add_typer(plans_app, name="plans")
+    ``target`` is ``"module:attribute"``: either a Typer sub-app (mounted as ``name``, like
+    ``add_typer``), or a function ``register(app)`` that mounts the command ``name`` on ``app`` (it may
+    mount siblings too; only ``name`` is taken). ``help`` is the first paragraph of the command's help,
+    shown by ``keyledger --help`` without importing ``target``."""
 
-# invoices/ : invoices, report margin
-app.add_typer(invoices_app, name="invoices")
-app.add_typer(report_app, name="report")
+    name: str
+    target: str
+    help: str
 
-# budgets/ : budgets; notifications/ : webhooks
-app.add_typer(budgets_app, name="budgets")
-app.add_typer(webhooks_app, name="webhooks")
+
+def load(entry: Lazy) -> Any:
+    """Import ``entry.target`` and build its (click) command exactly as mounting it on the root app would."""
+    module, _, attribute = entry.target.partition(":")
+    obj = getattr(importlib.import_module(module), attribute)
+    holder = typer.Typer()
+    if isinstance(obj, typer.Typer):
+        holder.add_typer(obj, name=entry.name)
+    else:
+        obj(holder)
+    command = typer.main.get_group(holder).commands.get(entry.name)
+    if command is None:
+        raise LookupError(f"{entry.target} does not mount a command named {entry.name!r}")
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """The root group: every command starts as a stub holding its name and help; ``get_command`` swaps in
+    the real command (importing its module) except while the root's own help is being written."""
+
+    entries: Sequence[Lazy] = ()
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self._lazy = {e.name: e for e in self.entries}
+        self._stubs = {e.name: TyperCommand(name=e.name, help=e.help) for e in self.entries}
+        # One namespace, in the table's order: the stubs keep `list_commands` and typo suggestions whole.
+        self.commands = {**self._stubs, **self.commands}
+        self._writing_help = False
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if self._writing_help:
+            return self.commands.get(cmd_name)
+        if cmd_name in self._lazy and self.commands.get(cmd_name) is self._stubs[cmd_name]:
+            self.commands[cmd_name] = load(self._lazy[cmd_name])
+        return self.commands.get(cmd_name)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._writing_help = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._writing_help = False
+
+
+def build_app(entries: Sequence[Lazy]) -> typer.Typer:
+    """The root app over ``entries`` (in ``keyledger --help`` order)."""
+    group = type("KeyledgerGroup", (LazyGroup,), {"entries": tuple(entries)})
+    return typer.Typer(
+        name="keyledger",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        cls=group,
+    )
+
 
 # ---------------------------------------------------------------------------- init
 
@@ -62,9 +105,10 @@ def _database_state(engine) -> tuple[str | None, str]:
     return (",".join(sorted(current)) or None), ",".join(sorted(heads()))
 
 
-@app.command("init")
 def init(ctx: typer.Context) -> None:
     """Create keyledger.toml (with a fresh secret key) and the database. Safe to run again."""
+    from keyledger.core.crypto import generate_key
+    from keyledger.customers.secrets import create_config_file, file_secret_key, render_config
     from keyledger.db.migrate import upgrade
 
     rt = ctx.obj
@@ -92,17 +136,33 @@ def init(ctx: typer.Context) -> None:
     print("keyledger is initialized" if changed else "already initialized; nothing changed")
 
 
+def register_init(app: typer.Typer) -> None:
+    app.command("init")(init)
+
+
 # ---------------------------------------------------------------------------- running
 
 
-def run(runtime_factory) -> None:
-    """Run the CLI with ``runtime_factory()`` available to commands as ``ctx.obj``.
+def _database_error(exc: BaseException) -> bool:
+    # SQLAlchemy is imported only by commands that use a database: an exception cannot be one of its
+    # errors unless it was imported, and `keyledger --help` must not pay for importing it.
+    exc_module = sys.modules.get("sqlalchemy.exc")
+    return exc_module is not None and isinstance(exc, exc_module.SQLAlchemyError)
+
+
+def run(entries: Sequence[Lazy], runtime_factory: Callable[[], Any],
+        before: Callable[[], None] | None = None) -> None:
+    """Run the CLI over ``entries`` with ``runtime_factory()`` available to commands as ``ctx.obj``;
+    ``before()`` (e.g. logging set-up) runs first when a command is about to run, not for the root help.
 
     A KeyledgerError becomes one line on stderr and exit code 1; usage errors exit 2 (Typer/Click).
     """
+    app = build_app(entries)
 
     @app.callback()
     def _root(ctx: typer.Context) -> None:
+        if before is not None:
+            before()
         ctx.obj = runtime_factory()
 
     try:
@@ -110,16 +170,16 @@ def run(runtime_factory) -> None:
     except KeyledgerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except SQLAlchemyError as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        print(f"error: database: {first[0] if first else type(exc).__name__}", file=sys.stderr)
-        sys.exit(1)
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
+        if _database_error(exc):
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            print(f"error: database: {first[0] if first else type(exc).__name__}", file=sys.stderr)
+            sys.exit(1)
         # Usage errors (Typer's bundled click exceptions) show themselves and carry their exit code (2).
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(code, int):

@@ -16,7 +16,6 @@ from keyledger.core.errors import Invalid
 from keyledger.core.money import format_amount
 from keyledger.usage import cli as usage_cli
 from keyledger.worker.jobs import sync_then_budgets
-from keyledger.worker.runner import Worker
 
 
 def sync(
@@ -84,6 +83,8 @@ def worker(
 ) -> None:
     """Scheduled sync (then budgets), invoice runs at period close, webhook delivery. SIGTERM stops it
     cleanly."""
+    from keyledger.worker.runner import Worker
+
     usage_cli._logs_to_stderr()
     if ctx.obj.settings.secret_key is not None:
         _ = ctx.obj.cipher  # a wrong secret key refuses to start (not at the first delivery)

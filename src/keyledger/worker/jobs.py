@@ -22,8 +22,6 @@ from keyledger.budgets import model as budget_model
 from keyledger.budgets.service import BudgetService, Outcome
 from keyledger.core.errors import Invalid, KeyledgerError, NotFound
 from keyledger.customers import store as customer_store
-from keyledger.invoices import store as invoice_store
-from keyledger.invoices.service import InvoiceService
 from keyledger.notifications import store as notification_store
 from keyledger.notifications.service import Deliverer, DeliveryReport
 from keyledger.usage import service as usage_service
@@ -112,6 +110,10 @@ def run_closed_invoices(rt: Any) -> list[str]:
     The customers due are grouped by period (a period is local: customers in different time zones may
     be due for different months), and each period is one batched run of those customers; a customer
     that cannot be invoiced is logged and the others go on."""
+    # Imported here: `keyledger sync` imports this module and never invoices (and invoices are heavy).
+    from keyledger.invoices import store as invoice_store
+    from keyledger.invoices.service import InvoiceService
+
     now = rt.clock.now()
     grace = timedelta(seconds=int(rt.settings.worker_invoice_grace_seconds))
     svc = InvoiceService.from_settings(rt.engine, rt.clock, rt.settings, actor="worker")
