@@ -26,11 +26,16 @@ def minor_units(currency: str) -> int:
     return _MINOR_UNITS.get(currency.upper(), 2)
 
 
+_QUANTA: dict[str, Decimal] = {}  # currency -> its minor unit as a Decimal (0.01), computed once
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round an amount to the currency's minor unit, half-up. The only rounding of money in keyledger."""
     if not isinstance(amount, Decimal):
         raise TypeError(f"money must be Decimal, got {type(amount).__name__}")
-    quantum = Decimal(1).scaleb(-minor_units(currency))
+    quantum = _QUANTA.get(currency)
+    if quantum is None:
+        quantum = _QUANTA[currency] = Decimal(1).scaleb(-minor_units(currency))
     return amount.quantize(quantum, rounding=ROUND_HALF_UP)
 
 

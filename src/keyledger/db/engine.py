@@ -52,19 +52,6 @@ def make_engine(url: str, **kwargs) -> Engine:
     raise Invalid(f"database {parsed.get_backend_name()!r} is not supported (use sqlite or postgresql)")
 
 
-def checkpoint(engine: Engine) -> None:
-    """SQLite: copy the write-ahead log into the database now (``PASSIVE``: never waits for, nor blocks,
-    other connections), after a bulk job that raised its connection's auto-checkpoint threshold.
-    PostgreSQL: nothing."""
-    if engine.dialect.name != "sqlite":
-        return
-    raw = engine.raw_connection()
-    try:
-        raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    finally:
-        raw.close()
-
-
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One database transaction: committed on success, rolled back on any error."""

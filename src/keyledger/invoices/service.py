@@ -25,7 +25,6 @@ from keyledger.core.ids import new_id
 from keyledger.core.money import format_amount, minor_units, round_money, to_decimal
 from keyledger.customers import store as customer_store
 from keyledger.customers.model import Customer
-from keyledger.db.engine import checkpoint
 from keyledger.db.outbox import enqueue
 from keyledger.invoices import calc, store
 from keyledger.invoices.model import (
@@ -264,7 +263,6 @@ class InvoiceService:
                 if finalize and entry.outcome in ("created", "rebuilt"):
                     entry = self._finalize_built(c, entry, strict=customer is not None)
                 report.entries.append(entry)
-        checkpoint(self.engine)  # SQLite: the batches' drafts into the database file at once
         return report
 
     def _finalize_built(self, c: Customer, built: RunEntry, *, strict: bool) -> RunEntry:

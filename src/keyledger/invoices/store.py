@@ -18,6 +18,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    false,
     func,
     insert,
     literal_column,
@@ -42,7 +43,6 @@ from keyledger.invoices.calc import Line
 from keyledger.invoices.model import Rect, claim_gaps
 from keyledger.pricing.model import UsageLine
 from keyledger.pricing.rates import EXACT
-from keyledger.usage.store import SQLITE_WAL_CHECKPOINT_PAGES
 
 LIVE = ("draft", "finalized", "paid")
 ISSUED = ("finalized", "paid")
@@ -196,10 +196,8 @@ def run_tuning(db: Connection) -> Iterator[None]:
 
     SQLite: a 64 MiB page cache (the default is 2 MiB) while a run reads and claims the month's usage,
     which touches every page of it; the connection's own size is restored after, so the memory is given
-    back. And a WAL auto-checkpoint of 16k pages (as the sync's connection has; left on the pooled
-    connection, since it must be in effect when the transaction commits): a batch writes a few MB of
-    drafts, and a checkpoint at every commit copied and fsynced them each time — most of a batch's
-    commit. The run checkpoints once at its end (:func:`keyledger.db.engine.checkpoint`).
+    back. (The WAL checkpoints the batches' commits trigger are most of their commit time, ~1.2 s of a
+    10k-customer run; one checkpoint at the end of the run instead cost as much: it is the disk's work.)
 
     PostgreSQL (``SET LOCAL``, this transaction only): ``work_mem`` :data:`PG_RUN_WORK_MEM`, so the
     window's GROUP BY hashes in memory; and no JIT, whose compilation (0.1-0.2 s) costs more than it
@@ -214,7 +212,6 @@ def run_tuning(db: Connection) -> Iterator[None]:
         return
     before = int(db.exec_driver_sql("PRAGMA cache_size").scalar_one())
     db.exec_driver_sql("PRAGMA cache_size=-65536")
-    db.exec_driver_sql(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_CHECKPOINT_PAGES}")
     try:
         yield
     finally:
@@ -401,7 +398,7 @@ def claim_window(
             shapes.setdefault(rect, []).append(cid)
     if not shapes:
         return {}
-    byo = set(db.execute(select(connections.c.id).where(connections.c.kind == "byo")).scalars())
+    byo = byo_connections(db)
     sums: dict[tuple[str, str, str, bool], tuple[Decimal, Decimal]] = {}
     rows: list[dict[str, Any]] = []
     whole = Rect(lo, hi, 0, hw)
@@ -409,10 +406,10 @@ def claim_window(
         if presummed is not None and rect == whole:
             found: list[tuple] = [(cid, *r) for cid in shapes[rect] for r in presummed.get(cid, ())]
         else:
-            found = list(db.execute(_window_sums_query(rect).where(ur.customer_id.in_(shapes[rect]))))
+            found = list(db.execute(_window_sums_query(rect, byo).where(ur.customer_id.in_(shapes[rect]))))
         counts: dict[str, int] = {}
         for r in found:
-            key = (invoice_of[r[0]], r[1], r[2], r[3] in byo)
+            key = (invoice_of[r[0]], r[1], r[2], bool(r[3]))
             quantity, cost = sums.get(key, (Decimal(0), Decimal(0)))
             sums[key] = (EXACT.add(quantity, _dec(r[4])), EXACT.add(cost, _dec(r[5])))
             counts[r[0]] = counts.get(r[0], 0) + r[6]
@@ -429,19 +426,31 @@ def claim_window(
     return out
 
 
-def _window_sums_query(rect: Rect):
+def byo_connections(db: Connection) -> list[str]:
+    """Ids of the customers' own Deepgram connections (their usage is shown, not billed)."""
+    return sorted(db.execute(select(connections.c.id).where(connections.c.kind == "byo")).scalars())
+
+
+def _window_sums_query(rect: Rect, byo: list[str]):
+    """Sums per customer, line item, unit and "on a BYO connection" (a flag, not the connection: a
+    shorter key for the GROUP BY's sort, which is most of the query on SQLite)."""
+    keys = [ur.customer_id, ur.line_item, ur.unit]
+    if byo:
+        flag = ur.connection_id.in_(byo).label("byo")
+        group = [*keys, literal_column("byo")]
+    else:
+        flag, group = false().label("byo"), keys
     return (
-        select(ur.customer_id, ur.line_item, ur.unit, ur.connection_id, func.sum(ur.quantity),
-               func.sum(ur.cost_usd), func.count())
+        select(*keys, flag, func.sum(ur.quantity), func.sum(ur.cost_usd), func.count())
         .where(*_in_range(rect.lo, rect.hi), ur.id > rect.after, ur.id <= rect.upto)
-        .group_by(ur.customer_id, ur.line_item, ur.unit, ur.connection_id)
+        .group_by(*group)
     )
 
 
 def window_sums(
     db: Connection, lo: datetime, hi: datetime, hw: int, customer_ids: set[str]
 ) -> dict[str, list[tuple]]:
-    """The usage of [lo, hi) x (0, hw] of every customer, summed (line item, unit, connection, quantity,
+    """The usage of [lo, hi) x (0, hw] of every customer, summed (line item, unit, BYO flag, quantity,
     cost, records) in one GROUP BY over the window — one read of the window's records, as the baseline
     makes — kept for ``customer_ids`` only. A run with many customers in one window computes it once
     instead of one GROUP BY per batch (each batch's customers' records are spread over the whole
@@ -450,7 +459,7 @@ def window_sums(
     out: dict[str, list[tuple]] = {}
     if hw <= 0:
         return out
-    for r in db.execute(_window_sums_query(Rect(lo, hi, 0, hw))).all():
+    for r in db.execute(_window_sums_query(Rect(lo, hi, 0, hw), byo_connections(db))).all():
         if r[0] in customer_ids:
             out.setdefault(r[0], []).append(tuple(r[1:]))
     return out
