@@ -4,6 +4,7 @@ every usage record is billed exactly once."""
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -147,6 +148,7 @@ def test_bad_input_changes_nothing(w):
     with pytest.raises(NotFound):
         w.service.finalize("INV-2026-000001")
     assert w.service.list() == []
+    assert gc.isenabled()  # a run pauses the cyclic collector; a failed one gives it back too
 
 
 def test_transitions_and_gapless_numbers(w, engine):

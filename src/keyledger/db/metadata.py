@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import BigInteger, MetaData, Numeric, TypeDecorator
@@ -46,8 +47,8 @@ class ExactAmount(TypeDecorator):
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        if dialect.name == "sqlite":
-            return Decimal(int(value)).scaleb(-SCALE).quantize(_QUANTUM)
+        if dialect.name == "sqlite":  # exactly 10 places: the integer's digits, exponent -10
+            return Decimal(int(value)).scaleb(-SCALE)
         return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
@@ -71,8 +72,6 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        from datetime import UTC
-
         value = value.astimezone(UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
@@ -81,8 +80,6 @@ class UTCDateTime(TypeDecorator):
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        from datetime import UTC
-
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Context, Decimal, Inexact
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from keyledger.core.errors import Conflict, Invalid
@@ -77,6 +78,7 @@ def zone(name: str) -> ZoneInfo:
         raise Invalid(f"time zone {name!r} is not known") from None
 
 
+@lru_cache(maxsize=4096)  # a run asks it for every customer; it depends on the period and time zone only
 def local_bounds(start: date, end: date, tz: str) -> tuple[datetime, datetime]:
     """The UTC instants of local midnight at ``start`` and ``end`` in ``tz`` ([start, end) in UTC)."""
     z = zone(tz)

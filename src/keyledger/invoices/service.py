@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from keyledger.core.clock import Clock
 from keyledger.core.errors import Conflict, Invalid, KeyledgerError, NotFound
 from keyledger.core.ids import new_id
+from keyledger.core.memory import paused_cyclic_gc
 from keyledger.core.money import format_amount, minor_units, round_money, to_decimal
 from keyledger.customers import store as customer_store
 from keyledger.customers.model import Customer
@@ -211,7 +212,22 @@ class InvoiceService:
         as failed while the others are built. ``shard=(i, n)`` restricts the run to the customers with
         ``shard_of(id, n) == i`` (n workers with shards 0..n-1 split one run). ``customer_ids`` restricts
         a run for all customers to those ids (batched like it; the worker's customers of one period).
+        The cyclic garbage collector is paused meanwhile (:mod:`keyledger.core.memory`).
         """
+        with paused_cyclic_gc():
+            return self._run(
+                period_key, customer=customer, finalize=finalize, shard=shard, customer_ids=customer_ids
+            )
+
+    def _run(
+        self,
+        period_key: str,
+        *,
+        customer: str | None,
+        finalize: bool,
+        shard: Shard | None,
+        customer_ids: Collection[str] | None,
+    ) -> RunReport:
         if customer is not None and customer_ids is not None:
             raise Invalid("give one customer or a set of customer ids, not both")
         period = Period.month(period_key)
