@@ -1,4 +1,4 @@
-"""``keyledger budgets set|list|remove|check``; mounted by ``keyledger.cli.main``.
+"""``keyledger budgets set|list|remove|check``; listed in ``bootstrap.COMMANDS``.
 
 ``budgets list --json`` is the §11 contract ``[{customer_id, period, limit, spent, thresholds, action,
 state}]`` (plus ``external_id``, ``percent``, ``fired``, ``customer_status``). Amounts are USD of provider

@@ -1,4 +1,4 @@
-"""CLI commands for connections, customers, keys and secrets; mounted by ``keyledger.cli.main``.
+"""CLI commands for connections, customers, keys and secrets; listed in ``bootstrap.COMMANDS``.
 
 Commands get the wiring from ``ctx.obj`` (``keyledger.bootstrap.Runtime``, typed here by a Protocol so
 this layer never imports bootstrap). Human output is Rich tables; ``--json`` is the §11 contract.

@@ -1,4 +1,4 @@
-"""``keyledger webhooks add|list|remove|replay|events|attempts|deliver``; mounted by ``keyledger.cli.main``.
+"""``keyledger webhooks add|list|remove|replay|events|attempts|deliver``; listed in ``bootstrap.COMMANDS``.
 
 ``webhooks add --json`` answers ``{id, url, events, secret}`` — the ``whsec_`` secret is shown once, here;
 it is stored encrypted and never printed again (not in ``list``, logs or errors).

@@ -1,4 +1,4 @@
-"""``keyledger plans import|list|show``; mounted by ``keyledger.cli.main``.
+"""``keyledger plans import|list|show``; listed in ``bootstrap.COMMANDS``.
 
 Commands get the wiring from ``ctx.obj`` (a Runtime with ``engine`` and ``clock``). Human output is Rich
 tables; ``--json`` gives stable field names with amounts as decimal strings.
