@@ -104,8 +104,11 @@ def test_amounts_and_days_on_an_invoice_row(engine) -> None:
     assert raw_rows(engine, invoices, "id", inv) == bulk
     back = typed_rows(engine, invoices, "id", inv)[0]
     assert back["exchange_rate"] == Decimal("123456789.0123456789")
-    # past 10 places both databases round (SQLite's ExactAmount half-even, PostgreSQL's NUMERIC half
-    # away from zero); what matters here is that the bulk path rounds as Core does on each
+    # past 10 places: half-even on both databases (PostgreSQL's NUMERIC alone would round half away
+    # from zero: 1.0000000001, 1.0000000002, -2.0000000003)
+    assert (back["subtotal"], back["tax"], back["total"]) == (
+        Decimal("1.0000000000"), Decimal("1.0000000002"), Decimal("-2.0000000002"),
+    )
     assert back["issued_on"] == date(2026, 2, 1) and back["due_on"] is None
 
 

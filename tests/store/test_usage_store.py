@@ -106,6 +106,24 @@ def test_amounts_and_sums_are_exact(engine):
     assert row["tags"] == ["t1"]
 
 
+def test_amounts_past_ten_places_round_half_even_on_both_databases(engine):
+    """The ledger keeps 10 places; a provider amount with more is rounded half-even when stored, on
+    PostgreSQL as on SQLite (whose NUMERIC would round half away from zero)."""
+    seed(engine)
+    insert(engine, [
+        rec("tie-even", usd="0.00000000005", qty="1.00000000025"),
+        rec("tie-odd", usd="0.00000000015", qty="2.00000000035"),
+        rec("past", usd="0.123456789012345", qty="0.000000000049"),
+    ], "b1")
+    got = {r["request_id"]: (r["cost_usd"], r["quantity"]) for r in ledger_rows(engine)}
+    assert got == {
+        "tie-even": (Decimal("0.0000000000"), Decimal("1.0000000002")),
+        "tie-odd": (Decimal("0.0000000002"), Decimal("2.0000000004")),
+        "past": (Decimal("0.1234567890"), Decimal("0.0000000000")),
+    }
+    assert rollups(engine) == recomputed_rollups(engine)
+
+
 def test_lease_is_exclusive_expires_and_guards_the_watermark(engine):
     add_connection(engine)
     with engine.begin() as conn:

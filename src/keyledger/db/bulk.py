@@ -5,8 +5,9 @@ processing — more than the database's own work for an invoice run's drafts, li
 entries. :func:`write_rows` stores exactly what a Core insert of the same values would store:
 
 - PostgreSQL: ``COPY … FROM STDIN`` (statement-level triggers fire as for an INSERT); JSON values are
-  adapted for the driver (None as JSON ``null``, as Core stores it) and naive datetimes for a
-  :class:`UTCDateTime` column refused, as its binding does.
+  adapted for the driver (None as JSON ``null``, as Core stores it), amounts rounded to the column's 10
+  places as :class:`ExactAmount`'s binding does, and naive datetimes for a :class:`UTCDateTime` column
+  refused, as its binding does.
 - SQLite: the driver's ``executemany``; each value goes through its column type's conversion once —
   :class:`ExactAmount`, :class:`UTCDateTime` and ``Date`` by the direct equivalent of their bind
   processors (``tests/store/test_db_bulk.py`` compares both on every such column), any other type by
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, date
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Date, Table
 
-from keyledger.db.metadata import ExactAmount, UTCDateTime, to_sqlite_units
+from keyledger.db.metadata import ExactAmount, UTCDateTime, to_sqlite_units, to_stored_amount
 
 Converter = Callable[[Any], Any]
 
@@ -42,6 +44,8 @@ def write_rows(db: Connection, table: Table, cols: Sequence[str], rows: list[lis
                 converters.append((k, Json))
             elif isinstance(column_type, UTCDateTime):
                 converters.append((k, _aware))
+            elif isinstance(column_type, ExactAmount):
+                converters.append((k, _pg_amount))
         raw = db.connection.driver_connection
         with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as copy:
             for values in rows:
@@ -76,6 +80,10 @@ def sqlite_converters(db: Connection, table: Table, cols: Sequence[str]) -> list
             elif fallback is not None:
                 out.append((k, fallback))
     return out
+
+
+def _pg_amount(value: Any) -> Any:
+    return to_stored_amount(value) if isinstance(value, Decimal) else value
 
 
 def _sqlite_amount(value: Any) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from sqlalchemy import BigInteger, MetaData, Numeric, TypeDecorator
 from sqlalchemy.types import DateTime
@@ -40,8 +40,10 @@ class ExactAmount(TypeDecorator):
         return dialect.type_descriptor(Numeric(28, SCALE, asdecimal=True))
 
     def process_bind_param(self, value, dialect):
-        if value is None or dialect.name != "sqlite":
+        if value is None:
             return value
+        if dialect.name != "sqlite":
+            return to_stored_amount(value) if isinstance(value, Decimal) else value
         return to_sqlite_units(value if isinstance(value, Decimal) else Decimal(value))
 
     def process_result_value(self, value, dialect):
@@ -50,6 +52,17 @@ class ExactAmount(TypeDecorator):
         if dialect.name == "sqlite":  # exactly 10 places: the integer's digits, exponent -10
             return Decimal(int(value)).scaleb(-SCALE)
         return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def to_stored_amount(value: Decimal) -> Decimal:
+    """``value`` at the 10 places :class:`ExactAmount` keeps, half-even — what SQLite's scaled integers
+    store (:func:`to_sqlite_units`); bound so on PostgreSQL too, whose NUMERIC would otherwise round a
+    longer value half away from zero, so both databases store the same amount. A value too large for
+    the column is passed on unchanged, for the database to refuse."""
+    try:
+        return value.quantize(_QUANTUM, ROUND_HALF_EVEN)
+    except InvalidOperation:
+        return value
 
 
 def to_sqlite_units(value: Decimal) -> int:

@@ -17,7 +17,7 @@ from operator import itemgetter
 from sqlalchemy import Connection, and_, func, or_, select, update
 
 from keyledger.core.errors import NotFound
-from keyledger.db.metadata import to_sqlite_units
+from keyledger.db.metadata import to_sqlite_units, to_stored_amount
 from keyledger.db.tables_customers import connections, customers, keys
 from keyledger.db.tables_usage import sync_runs, sync_state, usage_daily, usage_records
 from keyledger.provider.port import UsageRecord
@@ -206,8 +206,8 @@ def insert_records(
                     r.model,
                     r.line_item,
                     r.unit,
-                    r.quantity,
-                    r.cost_usd,
+                    to_stored_amount(r.quantity),
+                    to_stored_amount(r.cost_usd),
                     r.code,
                     json.dumps(list(r.tags)) if r.tags else None,
                     synced_at,
