@@ -34,37 +34,41 @@ def write_rows(db: Connection, table: Table, cols: Sequence[str], rows: list[lis
     """Insert ``rows`` (value lists in ``cols`` order; converted in place) as one statement."""
     if not rows:
         return
-    if db.dialect.name == "postgresql":
-        from psycopg.types.json import Json
-
-        converters: list[tuple[int, Converter]] = []
-        for k, name in enumerate(cols):
-            column_type = table.c[name].type
-            if isinstance(column_type, JSON):  # None too: a Core insert stores it as JSON null
-                converters.append((k, Json))
-            elif isinstance(column_type, UTCDateTime):
-                converters.append((k, _aware))
-            elif isinstance(column_type, ExactAmount):
-                converters.append((k, _pg_amount))
-        raw = db.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as copy:
-            for values in rows:
-                for k, convert in converters:
-                    values[k] = convert(values[k])
-                copy.write_row(values)
-        return
-    converters = sqlite_converters(db, table, cols)
+    postgresql = db.dialect.name == "postgresql"
+    converters = _pg_converters(table, cols) if postgresql else _sqlite_converters(db, table, cols)
     if converters:
         for values in rows:
             for k, convert in converters:
                 values[k] = convert(values[k])
+    if postgresql:
+        raw = db.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as copy:
+            for values in rows:
+                copy.write_row(values)
+        return
     marks = ", ".join("?" for _ in cols)
     db.exec_driver_sql(
         f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({marks})", [tuple(values) for values in rows]
     )
 
 
-def sqlite_converters(db: Connection, table: Table, cols: Sequence[str]) -> list[tuple[int, Converter]]:
+def _pg_converters(table: Table, cols: Sequence[str]) -> list[tuple[int, Converter]]:
+    """(position, conversion) of the columns ``COPY`` needs adapted or checked as Core's binding would."""
+    from psycopg.types.json import Json
+
+    out: list[tuple[int, Converter]] = []
+    for k, name in enumerate(cols):
+        column_type = table.c[name].type
+        if isinstance(column_type, JSON):  # None too: a Core insert stores it as JSON null
+            out.append((k, Json))
+        elif isinstance(column_type, UTCDateTime):
+            out.append((k, _aware))
+        elif isinstance(column_type, ExactAmount):
+            out.append((k, _pg_amount))
+    return out
+
+
+def _sqlite_converters(db: Connection, table: Table, cols: Sequence[str]) -> list[tuple[int, Converter]]:
     """(position, conversion) of the columns whose values SQLite stores in another form."""
     out: list[tuple[int, Converter]] = []
     for k, name in enumerate(cols):
