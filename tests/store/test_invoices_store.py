@@ -248,3 +248,27 @@ def test_migration_0003_downgrades_and_upgrades_cleanly(tmp_path):
         triggers = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
     assert {"kl_invoices_no_update", "kl_invoice_lines_no_delete", "kl_credit_notes_no_update"} <= triggers
     eng.dispose()
+
+
+def test_run_tuning_applies_to_the_run_transaction_only(engine):
+    """A run's transaction gets its tuning (PostgreSQL: SET LOCAL work_mem, jit, parallel_tuple_cost;
+    SQLite: a larger page cache), and the connection is back to its own settings after it."""
+    if engine.dialect.name == "postgresql":
+        names = ("work_mem", "jit", "parallel_tuple_cost")
+        want = (store.PG_RUN_WORK_MEM, "off", store.PG_RUN_PARALLEL_TUPLE_COST)
+
+        def read(conn):
+            return tuple(conn.exec_driver_sql(f"SHOW {n}").scalar_one() for n in names)
+    else:
+        want = (-65536,)
+
+        def read(conn):
+            return (conn.exec_driver_sql("PRAGMA cache_size").scalar_one(),)
+
+    with engine.connect() as conn:
+        before = read(conn)
+        conn.commit()
+        assert before != want
+        with conn.begin(), store.run_tuning(conn):
+            assert read(conn) == want
+        assert read(conn) == before
