@@ -20,6 +20,13 @@ Metrics (one JSON object per line: ``{"bench": "invoice", "metric", "value", "un
 - ``run_cpu_seconds`` (SQLite only, where the database runs in-process): the same in process CPU time, which
   a busy shared host disturbs less than wall time.
 - ``run_per_customer_ms``: the same, per customer.
+- ``run_floor_seconds``: what the database alone needs for the run's reads and writes — the window's GROUP BY
+  (under the run's tuning) and the run's own rows (drafts, claims, lines, audit entries, read back from the
+  run's database in storage form) written to a copy of the database as it was before the run, in batches
+  of 1000 customers (each: lock the customers, PostgreSQL ``COPY`` of pre-formatted text / SQLite
+  ``executemany`` of stored values, commit); no pricing and no value formatting at all. Baseline: the GROUP
+  BY. It is the lowest ratio any run code can reach on the host: on the 2-core test host, PostgreSQL's
+  floor is itself ~2x its (parallel) baseline.
 - ``run_peak_rss_mb``: growth of the process's resident set during the run (peak sampled every 20 ms);
   ``run_peak_rss_mb_per_10k_customers`` scales it (target: bounded, not proportional to records).
 """
@@ -265,6 +272,30 @@ def fresh_database() -> tuple[str, Callable[[], None]]:
     return make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False), drop
 
 
+def clone_database(url: str) -> tuple[str, Callable[[], None]]:
+    """A copy of the (generated, unused) database at ``url``: the SQLite file, or ``CREATE DATABASE …
+    TEMPLATE`` on the server; and how to remove it."""
+    if url.startswith("sqlite"):
+        src = Path(url.removeprefix("sqlite:///"))
+        dst = src.with_name("floor.db")
+        shutil.copyfile(src, dst)
+        return f"sqlite:///{dst}", lambda: dst.unlink(missing_ok=True)
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}_floor TEMPLATE {name}")
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}_floor WITH (FORCE)")
+        admin.dispose()
+
+    return make_url(url).set(database=f"{name}_floor").render_as_string(hide_password=False), drop
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--generate":
         generate(sys.argv[2])
@@ -307,10 +338,99 @@ def results_digest(conn) -> str:
     return h.hexdigest()[:16]
 
 
+# The run's rows per table, and the column naming the invoice they belong to (batches group them by it).
+FLOOR_TABLES = (("invoices", "id"), ("invoice_claims", "invoice_id"), ("invoice_lines", "invoice_id"),
+                ("audit_log", "subject"))
+
+
+def run_floor(run_engine, floor_url: str) -> float:  # float-ok: seconds
+    """``run_floor_seconds`` (module docstring): the window's GROUP BY and the run's rows, taken from
+    ``run_engine``'s database, written to ``floor_url`` (a copy from before the run)."""
+    from sqlalchemy import select
+
+    from keyledger.db.engine import make_engine
+    from keyledger.db.tables_customers import customers
+    from keyledger.invoices import store
+
+    postgresql = not floor_url.startswith("sqlite")
+    batch_of: dict[str, int] = {}
+    customers_of: list[list[str]] = []  # per batch of 1000 customers
+    rows: dict[str, list[list]] = {}  # per table and batch: COPY text lines (PostgreSQL) / stored values
+    columns: dict[str, list[str]] = {}
+    with run_engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        for k, (invoice_id, customer_id) in enumerate(
+            conn.exec_driver_sql("SELECT id, customer_id FROM invoices ORDER BY customer_id")
+        ):
+            if k % 1000 == 0:
+                customers_of.append([])
+            batch_of[invoice_id] = len(customers_of) - 1
+            customers_of[-1].append(customer_id)
+        for table, key in FLOOR_TABLES:
+            names = list(conn.exec_driver_sql(f"SELECT * FROM {table} WHERE 1 = 0").keys())
+            columns[table] = [key] + [n for n in names if n != key]
+            rows[table] = per_batch = [[] for _ in customers_of]
+            select_sql = f"SELECT {', '.join(columns[table])} FROM {table}"
+            if table == "audit_log":
+                select_sql += " WHERE action LIKE 'invoice.%'"
+            if postgresql:
+                with driver.cursor() as cur, cur.copy(f"COPY ({select_sql}) TO STDOUT") as copy:
+                    for line in _copy_lines(copy):
+                        per_batch[batch_of[line.split(b"\t", 1)[0].decode()]].append(line)
+            else:
+                for values in driver.execute(select_sql):
+                    per_batch[batch_of[values[0]]].append(values)
+
+    engine = make_engine(floor_url)
+    with engine.begin() as conn:
+        hw = store.high_water(conn)
+    with engine.begin() as conn, store.run_tuning(conn):  # warm the cache, as the baseline warmed the run's
+        store.window_sums(conn, START, END, hw, set())
+    t0 = time.perf_counter()
+    with engine.begin() as conn, store.run_tuning(conn):
+        store.window_sums(conn, START, END, hw, set())
+    for b, batch in enumerate(customers_of):
+        with engine.begin() as conn:
+            conn.execute(select(customers.c.id).where(customers.c.id.in_(batch)).with_for_update()).all()
+            driver = conn.connection.driver_connection
+            for table, _key in FLOOR_TABLES:
+                names = ", ".join(columns[table])
+                if postgresql:
+                    with driver.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                        copy.write(b"".join(rows[table][b]))
+                else:
+                    marks = ", ".join("?" for _ in columns[table])
+                    driver.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows[table][b])
+    floor_s = time.perf_counter() - t0
+    with engine.connect() as conn:
+        written = conn.exec_driver_sql("SELECT count(*) FROM invoice_lines").scalar_one()
+    engine.dispose()
+    if written != sum(map(len, rows["invoice_lines"])):
+        raise SystemExit(f"floor incomplete: {written} lines written")
+    return floor_s
+
+
+def _copy_lines(copy):
+    """The text lines of a ``COPY … TO STDOUT`` (each ending in a newline)."""
+    pending = b""
+    for data in copy:
+        pending += bytes(data)
+        *lines, pending = pending.split(b"\n")
+        yield from (line + b"\n" for line in lines)
+
+
 def measure(url: str) -> None:
     g0 = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--generate", url], check=True)
     gen_s = time.perf_counter() - g0
+    floor_url, drop_floor = clone_database(url)
+    try:
+        _measure(url, floor_url, gen_s)
+    finally:
+        drop_floor()
+
+
+def _measure(url: str, floor_url: str, gen_s: float) -> None:
 
     from sqlalchemy import text
 
@@ -364,11 +484,13 @@ def measure(url: str) -> None:
             {"lo": args["lo"], "hi": args["hi"]},
         ).scalar_one()
         digest = results_digest(conn)
+    floor_s = run_floor(engine, floor_url)
     engine.dispose()
     size = {"customers": CUSTOMERS, "records": RECORDS, "database": "sqlite" if sqlite else "postgresql"}
     emit("run_seconds", run_s, "s", baseline, groups=groups, outcomes=dict(outcomes),
          claimed=claimed, records_in_period=in_period, generate_seconds=round(gen_s, 1), results=digest,
          **size)
+    emit("run_floor_seconds", floor_s, "s", baseline, **size)
     if sqlite:  # the database engine runs in this process: CPU time is steadier than wall time on a busy host
         emit("run_cpu_seconds", run_cpu, "s", min(base_cpu), **size)
     emit("run_per_customer_ms", run_s * 1000 / CUSTOMERS, "ms", baseline * 1000 / CUSTOMERS, **size)
