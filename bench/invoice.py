@@ -26,7 +26,7 @@ Metrics (one JSON object per line: ``{"bench": "invoice", "metric", "value", "un
   of 1000 customers (each: lock the customers, PostgreSQL ``COPY`` of pre-formatted text / SQLite
   ``executemany`` of stored values, commit); no pricing and no value formatting at all. Baseline: the GROUP
   BY. It is the lowest ratio any run code can reach on the host: on the 2-core test host, PostgreSQL's
-  floor is itself ~2x its (parallel) baseline.
+  floor is itself 1.7-3.5x (median 2.6x) its parallel baseline (``docs/invoices.md``).
 - ``run_peak_rss_mb``: growth of the process's resident set during the run (peak sampled every 20 ms);
   ``run_peak_rss_mb_per_10k_customers`` scales it (target: bounded, not proportional to records).
 """

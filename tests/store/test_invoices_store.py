@@ -260,7 +260,7 @@ def test_run_tuning_applies_to_the_run_transaction_only(engine):
         def read(conn):
             return tuple(conn.exec_driver_sql(f"SHOW {n}").scalar_one() for n in names)
     else:
-        want = (-65536,)
+        want = (-store.SQLITE_RUN_CACHE_KIB,)
 
         def read(conn):
             return (conn.exec_driver_sql("PRAGMA cache_size").scalar_one(),)

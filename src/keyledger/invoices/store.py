@@ -190,16 +190,19 @@ def write_audits(db: Connection, rows: list[dict[str, Any]]) -> None:
 PG_RUN_WORK_MEM = "64MB"
 #: PostgreSQL ``parallel_tuple_cost`` for a run's transactions (see :func:`run_tuning`).
 PG_RUN_PARALLEL_TUPLE_COST = "0.001"
+#: SQLite page cache of a run's transactions, KiB (the connection's default is 2 MiB).
+SQLITE_RUN_CACHE_KIB = 65536
 
 
 @contextmanager
 def run_tuning(db: Connection) -> Iterator[None]:
     """Session settings for a run's transaction.
 
-    SQLite: a 64 MiB page cache (the default is 2 MiB) while a run reads and claims the month's usage,
-    which touches every page of it; the connection's own size is restored after, so the memory is given
-    back. (The WAL checkpoints the batches' commits trigger are most of their commit time, ~1.2 s of a
-    10k-customer run; one checkpoint at the end of the run instead cost as much: it is the disk's work.)
+    SQLite: a page cache of :data:`SQLITE_RUN_CACHE_KIB` (64 MiB; the default is 2 MiB) while a run
+    reads and claims the month's usage, which touches every page of it; the connection's own size is
+    restored after, so the memory is given back. (The WAL checkpoints the batches' commits trigger are
+    most of their commit time, ~1.2 s of a 10k-customer run; one checkpoint at the end of the run
+    instead cost as much: it is the disk's work.)
 
     PostgreSQL (``SET LOCAL``, this transaction only): ``work_mem`` :data:`PG_RUN_WORK_MEM`, so the
     window's GROUP BY hashes in memory; no JIT, whose compilation (0.1-0.2 s) costs more than it saves
@@ -217,7 +220,7 @@ def run_tuning(db: Connection) -> Iterator[None]:
         yield
         return
     before = int(db.exec_driver_sql("PRAGMA cache_size").scalar_one())
-    db.exec_driver_sql("PRAGMA cache_size=-65536")
+    db.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_RUN_CACHE_KIB}")
     try:
         yield
     finally:
