@@ -98,6 +98,7 @@ def body_for(method: str, path: str, ids: dict[str, str]) -> dict | None:
         "/connections": {"name": "c2", "project_id": "p-1", "api_key": "k" * 40},
         "/portal-tokens": {"customer_id": ids["customer_id"]},
         "/invoices/{invoice_id}/void": {"reason": "x"},
+        "/invoices/{invoice_id}/credit-notes": {"reason": "x", "amount": "0.01"},
     }
     return bodies.get(p, {})
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 # Deepgram keys and project ids travel in HTTP headers and paths: printable ASCII only.
 SECRET = r"^[\x21-\x7e]+$"
@@ -92,6 +94,23 @@ class InvoiceRunCreate(Body):
 
 class VoidBody(Body):
     reason: str | None = Field(None, max_length=500)
+
+
+class CreditNoteCreate(Body):
+    reason: str = Field(min_length=1, max_length=500, description="Why (printed on the credit note).")
+    amount: str | None = Field(
+        None, max_length=40, pattern=r"^[0-9]+(\.[0-9]+)?$",
+        description="Exact decimal before tax (tax at the invoice's rate is added), e.g. 12.50.",
+    )
+    lines: list[Annotated[StrictInt, Field(ge=1)]] | None = Field(
+        None, min_length=1, max_length=1000, description="Whole lines to credit, by position (1, 2, ...).",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CreditNoteCreate:
+        if self.amount is not None and self.lines is not None:
+            raise ValueError("give an amount or lines to credit, not both (neither: everything left)")
+        return self
 
 
 class BudgetSet(Body):

@@ -637,9 +637,9 @@ class InvoiceService:
         """Issue a credit note against a finalized or paid invoice: the whole remaining amount (default),
         ``amount`` (before tax; tax at the invoice's rate is added) or whole ``lines`` (positions)."""
         if not reason or not reason.strip():
-            raise Invalid("a credit note needs a reason (--reason)")
+            raise Invalid("a credit note needs a reason")
         if amount is not None and lines:
-            raise Invalid("give --amount or --line, not both")
+            raise Invalid("give an amount or lines to credit, not both")
         with self._tx() as db:
             inv = self._locked(db, ref)
             transition(inv["status"], Action.CREDIT, ref)
@@ -665,9 +665,9 @@ class InvoiceService:
                 sub = sum((by_pos[p["position"]].amount for p in credited_lines), Decimal(0))
                 tax = min(self._tax(sub, inv), left.tax)
             elif amount is not None:
-                sub = to_decimal(amount, "--amount")
+                sub = to_decimal(amount, "amount")
                 if -sub.as_tuple().exponent > minor_units(cur):
-                    raise Invalid(f"--amount {amount}: at most {minor_units(cur)} decimal places for {cur}")
+                    raise Invalid(f"amount {amount}: at most {minor_units(cur)} decimal places for {cur}")
                 tax = min(self._tax(sub, inv), left.tax)
             else:
                 sub, tax = left.subtotal, left.tax

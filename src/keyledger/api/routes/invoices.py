@@ -1,4 +1,4 @@
-"""``/invoices``: list, show, PDF, finalize, void, mark-paid; ``/invoice-runs`` builds drafts.
+"""``/invoices``: list, show, PDF, finalize, void, mark-paid, credit notes; ``/invoice-runs`` builds drafts.
 A portal token sees its own customer's invoices only."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from keyledger.api.auth import admin, principal, runtime, scoped_customer
 from keyledger.api.jsonout import respond
 from keyledger.api.pagination import Page, paginate
 from keyledger.api.problems import ApiError
-from keyledger.api.schemas import PERIOD, InvoiceRunCreate, VoidBody
+from keyledger.api.schemas import PERIOD, CreditNoteCreate, InvoiceRunCreate, VoidBody
 from keyledger.core.errors import NotFound
 from keyledger.customers.tokens import Principal
 from keyledger.invoices.render import Issuer, render
@@ -108,3 +108,18 @@ def mark_paid(request: Request, invoice_id: str, p: Principal = Depends(principa
     svc = _svc(request, p)
     svc.mark_paid(doc["id"])
     return respond(svc.get(doc["id"]))
+
+
+@router.post(
+    "/invoices/{invoice_id}/credit-notes", status_code=201,
+    summary="Issue a credit note against a finalized or paid invoice (default: everything left to credit)",
+)
+def credit(request: Request, invoice_id: str, body: CreditNoteCreate, p: Principal = Depends(principal)):
+    doc = _visible(request, p, invoice_id)
+    _admin_only(p)
+
+    def produce():
+        note = _svc(request, p).credit(doc["id"], reason=body.reason, amount=body.amount, lines=body.lines)
+        return 201, note
+
+    return idempotency.run(request, p, body.model_dump(), produce)
