@@ -32,6 +32,7 @@ BODIES = {
     ("post", "/api/v1/customers/{customer_id}/tokens"): {"ttl_seconds": 60},
     ("post", "/api/v1/customers/{customer_id}/keys"): {},
     ("put", "/api/v1/customers/{customer_id}/budget"): {"limit": "10.00"},
+    ("post", "/api/v1/invoices/{invoice_id}/credit-notes"): {"reason": "x", "amount": "0.01"},
 }
 ADMIN_ONLY = "this endpoint needs an admin token; a portal token cannot use it"
 CUSTOMER_PARAMS = {"customer_id", "key_id", "invoice_id"}

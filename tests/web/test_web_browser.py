@@ -125,6 +125,18 @@ def test_operator_dashboard(context_factory, browser_site: Site, tmp_path):
     path = tmp_path / "invoice.pdf"
     dl.value.save_as(path)
     assert path.read_bytes().startswith(b"%PDF")
+    # a credit note, from its confirmation page (the keyboard's way through the form), listed on the invoice
+    page.get_by_role("link", name="Credit…").click()
+    page.wait_for_url(f"**/invoices/{site.acme_invoice['id']}/credit")
+    page.get_by_label("Reason").fill("Outage on the 3rd")
+    page.get_by_label("Amount before tax").fill("0.01")
+    shot(page, "confirm-credit")
+    page.get_by_role("button", name="Yes, credit").click()
+    page.wait_for_url(f"**/invoices/{site.acme_invoice['id']}")
+    note = page.locator("tr[data-credit-note]")
+    assert note.count() == 1 and "Outage on the 3rd" in note.inner_text()
+    assert note.get_attribute("data-credit-note").startswith("CN-")
+    shot(page, "invoice-credited")
 
     # an endpoint and budget events, for the webhooks page
     rt = site.runtime

@@ -218,3 +218,30 @@ def test_daily_totals_and_chart_data_stay_exact():
     assert chart["labels"] == ["2026-11-01", "2026-11-02"]
     assert chart["datasets"] == [{"label": "a", "data": ["0.01", "0.0350000001"]},
                                  {"label": "b", "data": ["0", "0.03"]}]
+
+
+def test_credit_and_mark_paid_through_confirmation_pages(site: Site):
+    inv = site.acme_invoice
+    at = f"/invoices/{inv['id']}"
+    with admin_client(site) as c:
+        shown = c.get(at).text
+        assert f'href="{at}/credit"' in shown and f'href="{at}/mark-paid"' in shown
+        assert "Credit notes" not in shown
+        assert f'href="/invoices/{site.beta_invoice["id"]}/credit"' not in c.get(
+            f"/invoices/{site.beta_invoice['id']}").text  # a draft cannot be credited
+        csrf = csrf_of(c.get(f"{at}/credit"))
+        # refused: no CSRF token; too many decimal places (a friendly page); nothing issued either time
+        assert c.post(f"{at}/credit", data={"csrf": "x", "reason": "outage"}).status_code == 403
+        bad = c.post(f"{at}/credit", data={"csrf": csrf, "reason": "outage", "amount": "0.001"})
+        assert bad.status_code == 422 and "decimal places" in bad.text
+        assert bad.headers["content-type"].startswith("text/html")
+        assert "Credit notes" not in c.get(at).text
+        done = c.post(f"{at}/credit", data={"csrf": csrf, "reason": "outage", "amount": "0.01"})
+        assert done.status_code == 303 and done.headers["location"] == at
+        shown = c.get(at).text
+        assert "Credit notes" in shown and "outage" in shown and 'data-credit-note="CN-' in shown
+        assert c.post(f"{at}/mark-paid", data={"csrf": csrf_of(c.get(f"{at}/mark-paid"))}).status_code == 303
+        shown = c.get(at).text
+        assert 'badge paid' in shown and f'href="{at}/mark-paid"' not in shown
+    with portal_client(site, site.portal_token) as c:  # the customer sees its credit note
+        assert "outage" in c.get(f"/portal/invoices/{inv['id']}").text

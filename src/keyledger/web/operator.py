@@ -194,6 +194,10 @@ def rotate_key(request: Request, ref: str, key_ref: str, form: dict = Depends(re
 # ---------------------------------------------------------------------------------------------- invoices
 
 
+#: The invoice actions behind a confirmation page (GET shows it, POST with the CSRF token does it).
+INVOICE_ACTIONS = ("finalize", "void", "mark-paid", "credit")
+
+
 @router.get("/invoices")
 def invoices(request: Request, period: str = "", status: str = "", s: Session = Depends(admin_session)):
     items = invoices_svc(request, s.actor).list(period=period or None, status=status or None)
@@ -213,7 +217,7 @@ def invoice_pdf(request: Request, ref: str, s: Session = Depends(admin_session))
 
 @router.get("/invoices/{ref}/{action}")
 def confirm(request: Request, ref: str, action: str, s: Session = Depends(admin_session)):
-    if action not in ("finalize", "void"):
+    if action not in INVOICE_ACTIONS:
         raise NotFound(f"no such page: /invoices/{ref}/{action}")
     doc = invoices_svc(request, s.actor).get(ref)
     return render(request, "confirm.html", s=s, doc=doc, action=action, nav="invoices")
@@ -229,6 +233,10 @@ def invoice_action(request: Request, ref: str, action: str, form: dict = Depends
         svc.finalize(doc["id"])
     elif action == "void":
         svc.void(doc["id"], reason=form.get("reason") or None)
+    elif action == "mark-paid":
+        svc.mark_paid(doc["id"])
+    elif action == "credit":
+        svc.credit(doc["id"], reason=form.get("reason", ""), amount=form.get("amount") or None)
     else:
         raise NotFound(f"no such action: {action}")
     return RedirectResponse(f"/invoices/{doc['id']}", status_code=303)
