@@ -12,7 +12,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 from keyledger.core.errors import Invalid
-from keyledger.invoices.render import Issuer, render
+from keyledger.invoices.render import Issuer, render, render_credit_note
 
 
 def doc(status="finalized", **more):
@@ -153,3 +153,35 @@ def test_json_is_the_show_object_and_unknown_formats_are_refused():
         render(doc(), "docx", ISSUER)
     with pytest.raises(Invalid, match="operator_logo_path"):
         render(doc(), "html", Issuer("X", "", "/nonexistent/logo.png"))
+
+
+def credit_note(lines=()):
+    return {
+        "id": "crn_1", "number": "CN-2026-000007", "invoice_id": "inv_1", "invoice_number": "INV-2026-000042",
+        "customer_id": "cus_1", "currency": "USD", "subtotal": "2.00", "tax": "0.40", "total": "2.40",
+        "reason": "Outage <b>on</b> the 3rd", "lines": list(lines), "issued_at": "2026-02-10T09:00:00+00:00",
+        "issued_on": "2026-02-10", "customer": doc()["customer"], "period": "2026-01",
+        "period_start": "2026-01-01", "period_last_day": "2026-01-31", "tax_percent": "20",
+    }
+
+
+def test_credit_note_html_and_pdf_share_the_invoice_frame():
+    html = render_credit_note(credit_note(), "html", ISSUER).decode()
+    for part in ("CREDIT NOTE", "CN-2026-000007", "INV-2026-000042", "Credit against invoice INV-2026-000042",
+                 "2026-02-10", "2026-01-01 – 2026-01-31", "Total credited", "2.40 USD", "Tax (20%)",
+                 "Example Voice Co.", "Credit to"):
+        assert part in html, part
+    assert "Outage &lt;b&gt;on&lt;/b&gt; the 3rd" in html and "<script>" not in html  # escaped user text
+    assert "DRAFT" not in html and "INVOICE" not in html
+    by_line = render_credit_note(
+        credit_note([{"position": 2, "description": "Base fee", "amount": "2.00"}]), "html", ISSUER
+    ).decode()
+    assert "Line 2 of invoice INV-2026-000042: Base fee" in by_line and "Credit against" not in by_line
+    pdf = render_credit_note(credit_note(), "pdf", ISSUER)
+    assert pdf.startswith(b"%PDF-")
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    for part in ("CREDIT NOTE", "CN-2026-000007", "INV-2026-000042", "2.40", "Example Voice Co."):
+        assert part in text, part
+    assert json.loads(render_credit_note(credit_note(), "json", ISSUER)) == credit_note()
+    with pytest.raises(Invalid, match="format"):
+        render_credit_note(credit_note(), "csv", ISSUER)

@@ -1,7 +1,10 @@
-"""Invoice documents: HTML and PDF from one Jinja2 template (``templates/invoice.html.j2``), CSV and JSON.
+"""Documents: an invoice as HTML and PDF from one Jinja2 template (``templates/invoice.html.j2``), CSV and
+JSON; a credit note as HTML, PDF (``templates/credit_note.html.j2``) and JSON. Both templates extend
+``templates/_document.html.j2`` (page, style, issuer, title, footer).
 
-Every renderer takes the invoice document of :meth:`keyledger.invoices.service.InvoiceService.get`
-(amounts already as exact decimal strings) and an :class:`Issuer` (the operator, from settings).
+Every renderer takes a document of :class:`keyledger.invoices.service.InvoiceService` (``get`` /
+``credit_note``: amounts already as exact decimal strings) and an :class:`Issuer` (the operator, from
+settings).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from keyledger.core.errors import Invalid
 
 FORMATS = ("pdf", "html", "csv", "json")
+CREDIT_NOTE_FORMATS = ("pdf", "html", "json")
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,20 @@ def render(doc: dict, fmt: str, issuer: Issuer) -> bytes:
 
         return render_pdf(doc, issuer)
     raise Invalid(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def render_credit_note(note: dict, fmt: str, issuer: Issuer) -> bytes:
+    """A credit note document (:meth:`~keyledger.invoices.service.InvoiceService.credit_note`)."""
+    if fmt == "json":
+        from keyledger.invoices.render.json import render_json
+
+        return render_json(note)
+    if fmt in ("html", "pdf"):
+        from keyledger.invoices.render.html import render_credit_note_html
+
+        if fmt == "html":
+            return render_credit_note_html(note, issuer).encode()
+        from keyledger.invoices.render.pdf import html_to_pdf
+
+        return html_to_pdf(render_credit_note_html(note, issuer, for_pdf=True))
+    raise Invalid(f"format {fmt!r}: a credit note is one of {', '.join(CREDIT_NOTE_FORMATS)}")

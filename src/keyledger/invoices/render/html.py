@@ -1,4 +1,4 @@
-"""HTML: the one Jinja2 template (autoescaped) that the PDF is also made from."""
+"""HTML: the Jinja2 templates (autoescaped) that the PDFs are also made from."""
 
 from __future__ import annotations
 
@@ -45,4 +45,12 @@ def render_html(doc: dict, issuer: Issuer, *, for_pdf: bool = False) -> str:
             units=UNIT_LABELS,
             draft=doc["status"] == "draft",
         )
+    )
+
+
+def render_credit_note_html(note: dict, issuer: Issuer, *, for_pdf: bool = False) -> str:
+    return (
+        _env()
+        .get_template("credit_note.html.j2")
+        .render(note=note, issuer=issuer, logo=issuer.logo_data_uri(), for_pdf=for_pdf, draft=False)
     )

@@ -11,10 +11,15 @@ from keyledger.invoices.render.html import render_html
 
 
 def render_pdf(doc: dict, issuer: Issuer) -> bytes:
+    return html_to_pdf(render_html(doc, issuer, for_pdf=True))
+
+
+def html_to_pdf(html: str) -> bytes:
+    """A document's HTML (rendered ``for_pdf``) as PDF."""
     from xhtml2pdf import pisa  # imported here: it is slow to import and only PDF export needs it
 
     out = io.BytesIO()
-    result = pisa.CreatePDF(render_html(doc, issuer, for_pdf=True), dest=out, encoding="utf-8")
+    result = pisa.CreatePDF(html, dest=out, encoding="utf-8")
     if result.err:
         raise KeyledgerError(f"PDF rendering failed ({result.err} errors)")
     return out.getvalue()
