@@ -199,6 +199,18 @@ def test_run_show_finalize_export_late_usage_and_margin(world, run_cli, dgemu, k
     note = ok(run_cli("invoices", "credit", number, "--amount", "1.00", "--reason", "outage", "--json"))
     assert (note["subtotal"], note["tax"], note["total"]) == ("1.00", "0.20", "1.20")
     assert re.fullmatch(r"CN-\d{4}-000001", note["number"])
+    shown = ok(run_cli("invoices", "credit-note", note["number"], "--json"))
+    assert shown == shown | note and shown["customer"]["external_id"] == "acme" and shown["period"] == P
+    assert note["number"] in ok(run_cli("invoices", "credit-note", note["id"]), json_out=False)
+    out = kl_env.path / "credit-note.pdf"
+    wrote = run_cli("invoices", "credit-note", note["number"], "--format", "pdf", "--out", str(out))
+    assert "wrote" in ok(wrote, json_out=False)
+    assert out.read_bytes().startswith(b"%PDF-") and not out.with_name("credit-note.pdf.part").exists()
+    html = ok(run_cli("invoices", "credit-note", note["number"], "--format", "html"), json_out=False)
+    assert "CREDIT NOTE" in html and number in html and "outage" in html
+    fails(run_cli("invoices", "credit-note", "CN-2000-000001"), "not found")
+    fails(run_cli("invoices", "credit-note", note["number"], "--format", "csv"), "--format")
+    fails(run_cli("invoices", "credit-note", note["number"], "--out", str(out)), "--format")
     n_fin = ok(run_cli("invoices", "finalize", n_id, "--json"))
     voided = ok(run_cli("invoices", "void", n_fin["number"], "--reason", "test", "--json"))
     assert voided["status"] == "void" and voided["number"] == n_fin["number"]

@@ -1,4 +1,5 @@
-"""``keyledger invoices run|list|show|finalize|void|mark-paid|credit|export`` and ``keyledger report margin``.
+"""``keyledger invoices run|list|show|finalize|void|mark-paid|credit|credit-note|export`` and
+``keyledger report margin``.
 
 Errors are domain errors (one line, exit 1, mapped by the CLI root); nothing is half-written.
 """
@@ -16,7 +17,7 @@ from rich.table import Table
 from keyledger.core import output
 from keyledger.core.errors import Invalid
 from keyledger.invoices.model import parse_shard
-from keyledger.invoices.render import FORMATS, Issuer, render
+from keyledger.invoices.render import CREDIT_NOTE_FORMATS, FORMATS, Issuer, render, render_credit_note
 from keyledger.invoices.service import InvoiceService
 
 invoices_app = typer.Typer(
@@ -191,10 +192,41 @@ def credit(
     if as_json:
         output.emit_json(note)
     else:
-        print(
-            f"credit note {note['number']} ({note['id']}) for {note['invoice_number']}: "
-            f"{note['subtotal']} + tax {note['tax']} = {note['total']} {note['currency']}"
-        )
+        _print_credit_note(note)
+
+
+def _print_credit_note(note: dict[str, Any]) -> None:
+    print(
+        f"credit note {note['number']} ({note['id']}) for {note['invoice_number']}: "
+        f"{note['subtotal']} + tax {note['tax']} = {note['total']} {note['currency']}"
+    )
+
+
+@invoices_app.command("credit-note")
+def credit_note(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., metavar="CN", help="The credit note's number or id."),
+    fmt: str | None = typer.Option(None, "--format", help="pdf | html | json: write the document."),
+    out: Path | None = typer.Option(
+        None, "--out", help="File to write (default: stdout; pdf needs --out or a non-terminal stdout)."
+    ),
+    as_json: bool = output.JSON_OPT,
+) -> None:
+    """Show a credit note, or write it as a PDF, HTML or JSON document (with --format)."""
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt not in CREDIT_NOTE_FORMATS:
+            raise Invalid(f"--format {fmt!r}: use one of {', '.join(CREDIT_NOTE_FORMATS)}")
+    elif out is not None:
+        raise Invalid("--out writes a document: give --format pdf, html or json too")
+    note = _service(ctx).credit_note(ref)
+    if fmt is not None:
+        _write_document(render_credit_note(note, fmt, Issuer.from_settings(ctx.obj.settings)), fmt, out)
+    elif as_json:
+        output.emit_json(note)
+    else:
+        _print_credit_note(note)
+        print(f"reason: {note['reason']}")
 
 
 @invoices_app.command("export")
@@ -211,7 +243,11 @@ def export(
     if fmt not in FORMATS:
         raise Invalid(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     rt = ctx.obj
-    data = render(_service(ctx).get(ref), fmt, Issuer.from_settings(rt.settings))
+    _write_document(render(_service(ctx).get(ref), fmt, Issuer.from_settings(rt.settings)), fmt, out)
+
+
+def _write_document(data: bytes, fmt: str, out: Path | None) -> None:
+    """A rendered document to ``out`` (written whole: a ``.part`` file renamed) or to stdout."""
     if out is None:
         if fmt == "pdf" and sys.stdout.isatty():
             raise Invalid("a PDF is binary: give --out FILE or redirect stdout")

@@ -716,6 +716,31 @@ class InvoiceService:
                 raise NotFound(f"invoice {ref!r} not found (give its id or number)")
             return self._document(db, inv)
 
+    def credit_note(self, ref: str, *, of_customer: str | None = None) -> dict[str, Any]:
+        """A credit note (id or number) as a document: :func:`credit_note_dict` with what its invoice
+        says of the customer, the period and the tax rate (what the PDF/HTML shows). ``of_customer``:
+        another customer's credit note is not found, exactly like a missing one (portal callers)."""
+        with self._tx() as db:
+            note = store.get_credit_note(db, ref)
+            if note is not None and of_customer is not None and note["customer_id"] != of_customer:
+                note = None
+            inv = None if note is None else store.get_invoice(db, note["invoice_id"])
+            if note is None or inv is None:
+                raise NotFound(f"credit note {ref!r} not found (give its id or number)")
+            doc = self._document(db, inv)
+        out = credit_note_dict(note, inv["number"])
+        out.update(
+            {
+                "issued_on": note["issued_at"].astimezone(zone(inv["timezone"])).date().isoformat(),
+                "customer": doc["customer"],
+                "period": doc["period"],
+                "period_start": doc["period_start"],
+                "period_last_day": doc["period_last_day"],
+                "tax_percent": doc["tax_percent"],
+            }
+        )
+        return out
+
     def _document(self, db: Connection, inv: dict[str, Any]) -> dict[str, Any]:
         lines = store.lines_of(db, inv["id"])
         notes = store.credit_notes_of(db, inv["id"])
