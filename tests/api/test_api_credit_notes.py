@@ -5,6 +5,7 @@ cannot credit (their own invoice: 403, another customer's: 404)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -128,3 +129,25 @@ def test_drafts_unknown_invoices_and_portal_tokens_are_refused(api, invoiced):
         problem_ok(c.post(f"/invoices/{inv['id']}/credit-notes", json=body), 404)
     with api.client() as c:
         assert notes_of(c, inv["id"]) == [] and notes_of(c, draft["id"]) == []
+
+
+def test_a_credit_note_as_json_and_pdf_for_admin_and_its_own_customer_only(api, invoiced):
+    acme, beta, inv, _draft = invoiced
+    with api.client() as c:
+        note = credit(c, inv["id"], {"reason": "outage", "amount": "0.50"}).json()
+        for ref in (note["id"], note["number"]):
+            shown = c.get(f"/credit-notes/{ref}").json()
+            assert shown == shown | note and shown["customer"]["id"] == acme["id"]
+            assert (shown["invoice_number"], shown["tax_percent"]) == (inv["number"], "10")
+        pdf = c.get(f"/credit-notes/{note['number']}/pdf")
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+        assert pdf.headers["content-type"] == "application/pdf" and note["number"] in pdf.headers[
+            "content-disposition"]
+        problem_ok(c.get("/credit-notes/CN-2000-000001"), 404)
+    with api.client(api.portal_token(acme["id"])) as c:
+        assert c.get(f"/credit-notes/{note['id']}").json()["number"] == note["number"]
+        assert c.get(f"/credit-notes/{note['id']}/pdf").content.startswith(b"%PDF-")
+    with api.client(api.portal_token(beta["id"])) as c:  # another customer's: exactly like a missing one
+        for path in (f"/credit-notes/{note['id']}", f"/credit-notes/{note['number']}/pdf"):
+            body = problem_ok(c.get(path), 404)
+            assert "outage" not in json.dumps(body) and acme["name"] not in json.dumps(body)

@@ -26,6 +26,7 @@ from keyledger.customers.tokens import TokenService
 from keyledger.db.tables_api import portal_tokens
 from keyledger.db.tables_notifications import webhook_events
 from keyledger.db.tables_usage import sync_runs
+from keyledger.invoices.service import InvoiceService
 from keyledger.notifications.service import WebhookService
 from tests.security.support import db_snapshot, snapshot_diff
 from tests.web.conftest import Site
@@ -64,11 +65,13 @@ def _ids(site: Site) -> dict[str, str]:
         run_id = db.execute(select(sync_runs.c.id)).scalars().first()
         event_id = db.execute(select(webhook_events.c.id)).scalars().first()
     assert token_id and run_id and event_id
+    note = InvoiceService.from_settings(rt.engine, rt.clock, rt.settings, actor="tests").credit(
+        site.acme_invoice["id"], reason="bola", amount="0.01")
     key = site.acme_keys[0]
     return {"customer_id": site.acme.id, "key_id": key.id, "key_ref": key.id,
             "invoice_id": site.acme_invoice["id"], "token_id": token_id, "run_id": run_id,
             "event_id": event_id, "endpoint_id": hook["id"], "connection_id": key.connection_id,
-            "plan_id": "starter", "action": "void"}
+            "plan_id": "starter", "action": "void", "credit_note_id": note["id"]}
 
 
 def url_for(path: str, ids: dict[str, str]) -> str:

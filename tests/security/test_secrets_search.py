@@ -120,6 +120,7 @@ def test_no_secret_outside_its_one_shown_once_response(api, kl_env, capfd, caplo
         # the key by design, audited: it is the one read that may)
         ids = {"customer_id": alpha["id"], "key_id": rotated.json()["id"], "invoice_id": "inv_none",
                "token_id": "pt_none", "run_id": "run_none", "event_id": "evt_none", "plan_id": "none",
+               "credit_note_id": "crn_none",
                "endpoint_id": hook.json()["id"], "connection_id": api.connection_id}
         for token in (None, portal):
             with api.client(token) as c:

@@ -240,8 +240,14 @@ def test_credit_and_mark_paid_through_confirmation_pages(site: Site):
         assert done.status_code == 303 and done.headers["location"] == at
         shown = c.get(at).text
         assert "Credit notes" in shown and "outage" in shown and 'data-credit-note="CN-' in shown
+        [note_id] = re.findall(r'href="/credit-notes/(crn_\w+)/pdf"', shown)
+        assert c.get(f"/credit-notes/{note_id}/pdf").content.startswith(b"%PDF-")
         assert c.post(f"{at}/mark-paid", data={"csrf": csrf_of(c.get(f"{at}/mark-paid"))}).status_code == 303
         shown = c.get(at).text
         assert 'badge paid' in shown and f'href="{at}/mark-paid"' not in shown
     with portal_client(site, site.portal_token) as c:  # the customer sees its credit note
-        assert "outage" in c.get(f"/portal/invoices/{inv['id']}").text
+        own = c.get(f"/portal/invoices/{inv['id']}").text
+        assert "outage" in own and f'href="/portal/credit-notes/{note_id}/pdf"' in own
+        assert c.get(f"/portal/credit-notes/{note_id}/pdf").content.startswith(b"%PDF-")
+    with portal_client(site, site.beta_portal_token) as c:  # another customer's: not found
+        assert c.get(f"/portal/credit-notes/{note_id}/pdf").status_code == 404

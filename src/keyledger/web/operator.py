@@ -16,7 +16,7 @@ from keyledger.budgets.service import BudgetService
 from keyledger.core.errors import NotFound
 from keyledger.customers.model import Customer
 from keyledger.customers.service import CustomerService, KeyService
-from keyledger.invoices.render import Issuer
+from keyledger.invoices.render import Issuer, render_credit_note
 from keyledger.invoices.render import render as render_document
 from keyledger.invoices.service import InvoiceService
 from keyledger.notifications.service import WebhookService
@@ -52,8 +52,18 @@ def budget_view(request: Request, cust: Customer, actor: str) -> dict[str, Any] 
 
 
 def pdf_response(request: Request, doc: dict) -> Response:
+    """An invoice document as a PDF download."""
     data = render_document(doc, "pdf", Issuer.from_settings(runtime(request).settings))
-    name = doc["number"] or doc["id"]
+    return _pdf_download(data, doc["number"] or doc["id"])
+
+
+def credit_note_pdf_response(request: Request, note: dict) -> Response:
+    """A credit note document as a PDF download."""
+    return _pdf_download(render_credit_note(note, "pdf", Issuer.from_settings(runtime(request).settings)),
+                         note["number"])
+
+
+def _pdf_download(data: bytes, name: str) -> Response:
     return Response(data, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{name}.pdf"',
                              "Cache-Control": "no-store"})
@@ -213,6 +223,11 @@ def invoice(request: Request, ref: str, s: Session = Depends(admin_session)):
 @router.get("/invoices/{ref}/pdf")
 def invoice_pdf(request: Request, ref: str, s: Session = Depends(admin_session)):
     return pdf_response(request, invoices_svc(request, s.actor).get(ref))
+
+
+@router.get("/credit-notes/{credit_note_id}/pdf")
+def credit_note_pdf(request: Request, credit_note_id: str, s: Session = Depends(admin_session)):
+    return credit_note_pdf_response(request, invoices_svc(request, s.actor).credit_note(credit_note_id))
 
 
 @router.get("/invoices/{ref}/{action}")

@@ -13,7 +13,13 @@ from keyledger.customers.service import CustomerService, KeyService
 from keyledger.usage import service as usage
 from keyledger.web import session
 from keyledger.web.common import WebRoute, chart_json, render
-from keyledger.web.operator import budget_view, invoices_svc, month_range, pdf_response
+from keyledger.web.operator import (
+    budget_view,
+    credit_note_pdf_response,
+    invoices_svc,
+    month_range,
+    pdf_response,
+)
 from keyledger.web.session import Session, portal_session, read_form, runtime
 
 router = APIRouter(prefix="/portal", route_class=WebRoute, include_in_schema=False)
@@ -98,6 +104,12 @@ def invoice(request: Request, ref: str, s: Session = Depends(portal_session)):
 @router.get("/invoices/{ref}/pdf")
 def invoice_pdf(request: Request, ref: str, s: Session = Depends(portal_session)):
     return pdf_response(request, _own_invoice(request, s, ref))
+
+
+@router.get("/credit-notes/{credit_note_id}/pdf")
+def credit_note_pdf(request: Request, credit_note_id: str, s: Session = Depends(portal_session)):
+    note = invoices_svc(request, s.actor).credit_note(credit_note_id, of_customer=s.principal.customer_id)
+    return credit_note_pdf_response(request, note)
 
 
 @router.post("/byo")

@@ -1,4 +1,5 @@
-"""``/invoices``: list, show, PDF, finalize, void, mark-paid, credit notes; ``/invoice-runs`` builds drafts.
+"""``/invoices``: list, show, PDF, finalize, void, mark-paid, credit notes (``/credit-notes``: show, PDF);
+``/invoice-runs`` builds drafts.
 A portal token sees its own customer's invoices only."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from keyledger.api.problems import ApiError
 from keyledger.api.schemas import PERIOD, CreditNoteCreate, InvoiceRunCreate, VoidBody
 from keyledger.core.errors import NotFound
 from keyledger.customers.tokens import Principal
-from keyledger.invoices.render import Issuer, render
+from keyledger.invoices.render import Issuer, render, render_credit_note
 from keyledger.invoices.service import InvoiceService
 
 router = APIRouter(tags=["invoices"])
@@ -123,3 +124,24 @@ def credit(request: Request, invoice_id: str, body: CreditNoteCreate, p: Princip
         return 201, note
 
     return idempotency.run(request, p, body.model_dump(), produce)
+
+
+def _visible_note(request: Request, p: Principal, ref: str) -> dict:
+    return _svc(request, p).credit_note(ref, of_customer=None if p.is_admin else p.customer_id)
+
+
+@router.get("/credit-notes/{credit_note_id}",
+            summary="A credit note (id or number), with its invoice's customer, period and tax rate")
+def get_credit_note(request: Request, credit_note_id: str, p: Principal = Depends(principal)):
+    return respond(_visible_note(request, p, credit_note_id))
+
+
+@router.get(
+    "/credit-notes/{credit_note_id}/pdf", summary="The credit note as PDF",
+    responses={200: {"content": {"application/pdf": {}}}},
+)
+def credit_note_pdf(request: Request, credit_note_id: str, p: Principal = Depends(principal)):
+    note = _visible_note(request, p, credit_note_id)
+    data = render_credit_note(note, "pdf", Issuer.from_settings(runtime(request).settings))
+    return Response(data, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{note["number"]}.pdf"'})
