@@ -78,8 +78,14 @@ def get_invoice(request: Request, invoice_id: str, p: Principal = Depends(princi
 )
 def invoice_pdf(request: Request, invoice_id: str, p: Principal = Depends(principal)):
     doc = _visible(request, p, invoice_id)
-    data = render(doc, "pdf", Issuer.from_settings(runtime(request).settings))
-    name = doc["number"] or doc["id"]
+    return _pdf(render(doc, "pdf", _issuer(request)), doc["number"] or doc["id"])
+
+
+def _issuer(request: Request) -> Issuer:
+    return Issuer.from_settings(runtime(request).settings)
+
+
+def _pdf(data: bytes, name: str) -> Response:
     return Response(data, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
 
@@ -142,6 +148,4 @@ def get_credit_note(request: Request, credit_note_id: str, p: Principal = Depend
 )
 def credit_note_pdf(request: Request, credit_note_id: str, p: Principal = Depends(principal)):
     note = _visible_note(request, p, credit_note_id)
-    data = render_credit_note(note, "pdf", Issuer.from_settings(runtime(request).settings))
-    return Response(data, media_type="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="{note["number"]}.pdf"'})
+    return _pdf(render_credit_note(note, "pdf", _issuer(request)), note["number"])
