@@ -242,6 +242,14 @@ def test_credit_and_mark_paid_through_confirmation_pages(site: Site):
         assert "Credit notes" in shown and "outage" in shown and 'data-credit-note="CN-' in shown
         [note_id] = re.findall(r'href="/credit-notes/(crn_\w+)/pdf"', shown)
         assert c.get(f"/credit-notes/{note_id}/pdf").content.startswith(b"%PDF-")
+        # whole lines, picked on the page: not together with an amount; then that line is marked credited
+        assert 'name="line_2"' in c.get(f"{at}/credit").text
+        both = c.post(f"{at}/credit", data={"csrf": csrf, "reason": "x", "amount": "0.01", "line_2": "1"})
+        assert both.status_code == 422 and "not both" in both.text
+        by_line = c.post(f"{at}/credit", data={"csrf": csrf, "reason": "wrong model", "line_2": "1"})
+        assert by_line.status_code == 303
+        assert re.search(r'name="line_2" value="1" disabled>', c.get(f"{at}/credit").text)
+        assert "wrong model" in c.get(at).text and c.get(at).text.count("data-credit-note=") == 2
         assert c.post(f"{at}/mark-paid", data={"csrf": csrf_of(c.get(f"{at}/mark-paid"))}).status_code == 303
         shown = c.get(at).text
         assert 'badge paid' in shown and f'href="{at}/mark-paid"' not in shown

@@ -251,7 +251,10 @@ def invoice_action(request: Request, ref: str, action: str, form: dict = Depends
     elif action == "mark-paid":
         svc.mark_paid(doc["id"])
     elif action == "credit":
-        svc.credit(doc["id"], reason=form.get("reason", ""), amount=form.get("amount") or None)
+        picked = (k.removeprefix("line_") for k in form if k.startswith("line_"))  # checkboxes line_1, …
+        lines = sorted(int(n) for n in picked if n.isascii() and n.isdigit())
+        svc.credit(doc["id"], reason=form.get("reason", ""), amount=form.get("amount") or None,
+                   lines=lines or None)
     else:
         raise NotFound(f"no such action: {action}")
     return RedirectResponse(f"/invoices/{doc['id']}", status_code=303)
