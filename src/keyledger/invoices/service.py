@@ -709,10 +709,12 @@ class InvoiceService:
 
     # ------------------------------------------------------------------------ reads
 
-    def get(self, ref: str) -> dict[str, Any]:
+    def get(self, ref: str, *, of_customer: str | None = None) -> dict[str, Any]:
+        """An invoice (id or number) as a document. ``of_customer``: another customer's invoice is not
+        found, exactly like a missing one (portal callers)."""
         with self._tx() as db:
             inv = store.get_invoice(db, ref)
-            if inv is None:
+            if inv is None or (of_customer is not None and inv["customer_id"] != of_customer):
                 raise NotFound(f"invoice {ref!r} not found (give its id or number)")
             return self._document(db, inv)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 
-from keyledger.core.errors import NotFound
 from keyledger.customers.byo import ByoService
 from keyledger.customers.service import CustomerService, KeyService
 from keyledger.usage import service as usage
@@ -86,13 +85,7 @@ def home(request: Request, done: str | None = None, s: Session = Depends(portal_
 
 
 def _own_invoice(request: Request, s: Session, ref: str) -> dict:
-    try:
-        doc = invoices_svc(request, s.actor).get(ref)
-    except NotFound:
-        doc = None
-    if doc is None or doc["customer_id"] != s.principal.customer_id:
-        raise NotFound(f"invoice {ref!r} not found")
-    return doc
+    return invoices_svc(request, s.actor).get(ref, of_customer=s.principal.customer_id)
 
 
 @router.get("/invoices/{ref}")

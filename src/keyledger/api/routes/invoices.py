@@ -13,7 +13,6 @@ from keyledger.api.jsonout import respond
 from keyledger.api.pagination import Page, paginate
 from keyledger.api.problems import ApiError
 from keyledger.api.schemas import PERIOD, CreditNoteCreate, InvoiceRunCreate, VoidBody
-from keyledger.core.errors import NotFound
 from keyledger.customers.tokens import Principal
 from keyledger.invoices.render import Issuer, render, render_credit_note
 from keyledger.invoices.service import InvoiceService
@@ -26,14 +25,13 @@ def _svc(request: Request, p: Principal) -> InvoiceService:
     return InvoiceService.from_settings(rt.engine, rt.clock, rt.settings, actor=p.actor)
 
 
+def _own(p: Principal) -> str | None:
+    """The customer a caller may see: a portal token's own (``of_customer`` of the service reads)."""
+    return None if p.is_admin else p.customer_id
+
+
 def _visible(request: Request, p: Principal, ref: str) -> dict:
-    try:
-        doc = _svc(request, p).get(ref)
-    except NotFound:
-        doc = None
-    if doc is None or (not p.is_admin and doc["customer_id"] != p.customer_id):
-        raise NotFound(f"invoice {ref!r} not found (give its id or number)")
-    return doc
+    return _svc(request, p).get(ref, of_customer=_own(p))
 
 
 def _admin_only(p: Principal) -> None:
@@ -133,7 +131,7 @@ def credit(request: Request, invoice_id: str, body: CreditNoteCreate, p: Princip
 
 
 def _visible_note(request: Request, p: Principal, ref: str) -> dict:
-    return _svc(request, p).credit_note(ref, of_customer=None if p.is_admin else p.customer_id)
+    return _svc(request, p).credit_note(ref, of_customer=_own(p))
 
 
 @router.get("/credit-notes/{credit_note_id}",
