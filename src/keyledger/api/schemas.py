@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 SECRET = r"^[\x21-\x7e]+$"
 PROJECT = r"^[A-Za-z0-9_.:-]+$"
 PERIOD = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
+DECIMAL = r"^[0-9]+(\.[0-9]+)?$"  # an exact, non-negative decimal as text: 250.00
 
 
 class Body(BaseModel):
@@ -99,7 +100,7 @@ class VoidBody(Body):
 class CreditNoteCreate(Body):
     reason: str = Field(min_length=1, max_length=500, description="Why (printed on the credit note).")
     amount: str | None = Field(
-        None, max_length=40, pattern=r"^[0-9]+(\.[0-9]+)?$",
+        None, max_length=40, pattern=DECIMAL,
         description="Exact decimal before tax (tax at the invoice's rate is added), e.g. 12.50.",
     )
     lines: list[Annotated[StrictInt, Field(ge=1)]] | None = Field(
@@ -114,7 +115,7 @@ class CreditNoteCreate(Body):
 
 
 class BudgetSet(Body):
-    limit: str = Field(max_length=40, pattern=r"^[0-9]+(\.[0-9]+)?$", description="Exact decimal: 250.00")
+    limit: str = Field(max_length=40, pattern=DECIMAL, description="Exact decimal: 250.00")
     period: str = Field("month", max_length=20)
     thresholds: list[int] | None = Field(None, max_length=10, description="Percentages; default 50, 80, 100.")
     action: str = Field("notify", max_length=20, description="notify or revoke")
